@@ -1,0 +1,34 @@
+"""Shared fixtures. The reference data lives in ../shared beside the project (CI has it too); tests that need it are
+skipped where it is absent, except under CI, where its absence is an error."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_IFEVAL = ROOT.parent / "shared" / "data" / "ifeval"
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def shared_ifeval() -> Path:
+    if not SHARED_IFEVAL.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"reference data missing under CI: {SHARED_IFEVAL}")
+        pytest.skip(f"reference data not found at {SHARED_IFEVAL}")
+    return SHARED_IFEVAL
+
+
+@pytest.fixture(scope="session")
+def ifeval_rows():
+    return read_jsonl(ROOT / "data/ifeval/input_data.jsonl")
+
+
+@pytest.fixture(scope="session")
+def gpt4_responses():
+    return [row["response"] for row in read_jsonl(ROOT / "data/ifeval/input_response_data_gpt4_20231107_145030.jsonl")]

@@ -1,0 +1,51 @@
+"""CI installs and tests exactly as README.md tells a user to, and fails on failures and on an empty test run."""
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+CI = (ROOT / ".ci/run").read_text()
+
+
+def readme_commands():
+    blocks = re.findall(r"```bash\n#[^\n]*\n(.+?)\n```", README, flags=re.S)
+    return blocks[0].strip(), blocks[1].strip()
+
+
+def test_ci_installs_as_the_readme_says():
+    main_job, tests = readme_commands()
+    install = tests.rsplit(" && ", 1)[0]
+    assert main_job.startswith(install + " && ")
+    assert install in CI
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = readme_commands()[1].rsplit(" && ", 1)[1]
+    assert test_command == ".venv/bin/python -m pytest"
+    assert f"{test_command} || status=$?" in CI
+
+
+def fake_repo(tmp_path, test_body):
+    """A copy of .ci/run in a throwaway repo whose venv step is a no-op and whose test suite is `test_body`."""
+    (tmp_path / ".ci").mkdir()
+    script = CI.replace(re.search(r"^python3 -m venv.*$", CI, flags=re.M).group(0), "true")
+    (tmp_path / ".ci/run").write_text(script.replace(".venv/bin/python", sys.executable))
+    (tmp_path / "tests").mkdir()
+    if test_body is not None:
+        (tmp_path / "tests/test_x.py").write_text(test_body)
+    return subprocess.run(["bash", ".ci/run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_ci_script_fails_when_a_test_fails(tmp_path):
+    assert fake_repo(tmp_path, "def test_x():\n    assert False\n").returncode == 1
+
+
+def test_ci_script_fails_when_no_test_is_collected(tmp_path):
+    out = fake_repo(tmp_path, None)
+    assert out.returncode == 1 and "collected no tests" in out.stderr
+
+
+def test_ci_script_passes_when_tests_pass(tmp_path):
+    assert fake_repo(tmp_path, "def test_x():\n    assert True\n").returncode == 0

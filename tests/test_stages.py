@@ -1,0 +1,63 @@
+"""The stages as a user runs them: --help works everywhere, unbuilt stages refuse in one line, 05_eval scores files."""
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+UNBUILT = {"01_build_data.py": 5, "02_sft.py": 6, "03_distill_verifier.py": 6, "04_grpo.py": 8}
+GPT4 = ROOT / "data/ifeval/input_response_data_gpt4_20231107_145030.jsonl"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("stage", [*UNBUILT, "05_eval.py"])
+def test_help_describes_the_stage(stage):
+    out = run(stage, "--help")
+    assert out.returncode == 0, out.stderr
+    assert stage in out.stdout and "usage:" in out.stdout
+
+
+@pytest.mark.parametrize("stage, issue", UNBUILT.items())
+def test_an_unbuilt_stage_exits_nonzero_with_one_line(stage, issue):
+    out = run(stage)
+    assert out.returncode != 0
+    assert out.stdout == ""
+    assert out.stderr.strip().splitlines() == [f"{stage}: not built yet (issue #{issue})"]
+
+
+def test_eval_without_responses_says_generation_is_not_built():
+    out = run("05_eval.py")
+    assert out.returncode != 0 and "not built yet (issue #7)" in out.stderr
+
+
+def test_eval_scores_the_gpt4_responses(tmp_path):
+    out = run("05_eval.py", "--responses", GPT4, "--out", tmp_path / "m.json")
+    assert out.returncode == 0, out.stderr
+    assert "prompt-level loose         79.67" in out.stdout
+    assert "instruction-level loose    85.61" in out.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert len(metrics["per_prompt"]) == 541
+    assert f"{100 * metrics['prompt_strict']:6.2f}" in out.stdout
+
+
+def test_eval_joins_responses_by_key(tmp_path):
+    rows = [json.loads(line) for line in GPT4.read_text().splitlines()]
+    keys = [json.loads(line)["key"] for line in (ROOT / "data/ifeval/input_data.jsonl").read_text().splitlines()]
+    shuffled = tmp_path / "by_key.jsonl"
+    shuffled.write_text("".join(json.dumps({"key": k, "response": r["response"]}) + "\n"
+                                for k, r in reversed(list(zip(keys, rows)))))
+    by_key, by_position = run("05_eval.py", "--responses", shuffled), run("05_eval.py", "--responses", GPT4)
+    assert by_key.returncode == 0, by_key.stderr
+    assert by_key.stdout == by_position.stdout
+
+
+def test_eval_names_file_and_line_of_a_bad_responses_row(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": \n')
+    out = run("05_eval.py", "--responses", bad)
+    assert out.returncode != 0
+    assert f"{bad}:2: malformed JSON" in out.stderr
