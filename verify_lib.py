@@ -4,10 +4,20 @@ VerIF (arXiv 2506.09942) verifies an answer to an instruction in two halves: *ha
 keywords) are checked by code, *soft* ones (style, content) by an LLM judge. This module is the code half and the
 glue that every stage imports. Sections, in reading order:
 
-  1. Schema   the canonical example, one JSON object per line, and its loader
-              -> Example, ExampleError, load_examples, parse_example, read_jsonl
+  1. Schema   the canonical example, one JSON object per line; its loader and VerInstruct's
+              -> Example, ExampleError, load_examples, load_verinstruct, parse_example, read_jsonl
   2. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics
+  3. Sandbox  generated `check_following` code, run in worker processes that nothing escapes
+              -> run_code_checks, CodeSandbox, CodeCheckResult
+  4. Judge    soft constraints, judged by an LLM behind an OpenAI-compatible API
+              -> Judge, Verdict, JudgeError, judge_prompt, parse_verdict, final_answer
+  5. Reward   the VerIF reward in its four modes
+              -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES
+  6. Adapters the reward as verl and TRL call it
+              -> compute_score, trl_reward_func
+  7. Models   the embedded default model as a plain HF folder
+              -> embedded_model_dir
 
 Each section starts with its public API; private helpers (leading underscore) follow it.
 """
@@ -22,8 +32,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 __all__ = [
-    "Example", "ExampleError", "load_examples", "parse_example",
-    "read_jsonl", "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
+    "Example", "ExampleError", "load_examples", "load_verinstruct", "parse_example", "read_jsonl",
+    "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
+    "run_code_checks", "CodeSandbox", "CodeCheckResult",
+    "Judge", "Verdict", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
+    "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
+    "compute_score", "trl_reward_func",
+    "embedded_model_dir", "EMBEDDED_MODEL",
 ]
 
 
@@ -81,6 +96,24 @@ def load_examples(path: str | Path) -> list[Example]:
     return examples
 
 
+def load_verinstruct(path: str | Path) -> tuple[list[Example], list[dict]]:
+    """Convert VerInstruct rows (`id`, `prompt`, `checkers`, `functions`) to canonical examples.
+
+    A checker tagged "[rule]" becomes a hard constraint {"code": <its function>, "text": <checker text>}; one tagged
+    "[llm]" becomes a soft constraint, the checker text itself (as the released VerIF code sends it to the judge).
+    Returns (examples, untagged): untagged checkers are not dropped silently but listed as {"line", "id", "checker"}.
+    """
+    examples, untagged = [], []
+    for lineno, row in read_jsonl(path, error=ExampleError):
+        try:
+            example, skipped = _from_verinstruct(row)
+        except ValueError as e:
+            raise ExampleError(f"{path}:{lineno}: {e}") from None
+        examples.append(example)
+        untagged += [{"line": lineno, "id": example.id, "checker": c} for c in skipped]
+    return examples, untagged
+
+
 def parse_example(row: Any) -> Example:
     """Validate one decoded row and return it as an Example; ValueError says what is wrong."""
     if not isinstance(row, dict):
@@ -104,6 +137,26 @@ def parse_example(row: Any) -> Example:
             raise ValueError(f"soft[{i}] must be a non-empty string, got {text!r}")
     return Example(id=row["id"], prompt=row.get("prompt"), messages=row.get("messages"),
                    hard=hard, soft=soft, source=_expect(row, "source", str) or "")
+
+
+def _from_verinstruct(row: Any) -> tuple[Example, list[str]]:
+    if not isinstance(row, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    checkers, functions = row.get("checkers"), row.get("functions")
+    if not isinstance(checkers, list) or not isinstance(functions, list) or len(checkers) != len(functions):
+        raise ValueError("'checkers' and 'functions' must be lists of the same length")
+    hard, soft, untagged = [], [], []
+    for checker, function in zip(checkers, functions):
+        tag = re.match(r"\s*\[(rule|llm)\]\s*", checker) if isinstance(checker, str) else None
+        if tag is None:
+            untagged.append(checker)
+        elif tag.group(1) == "rule":
+            hard.append({"code": function, "text": checker[tag.end():]})
+        else:
+            soft.append(checker[tag.end():])
+    example = parse_example({"id": str(row.get("id", "")), "prompt": row.get("prompt"), "hard": hard, "soft": soft,
+                             "source": "verinstruct"})
+    return example, untagged
 
 
 def read_jsonl(path: str | Path, *, error: type[Exception] = ValueError) -> Iterable[tuple[int, Any]]:
@@ -574,7 +627,7 @@ class JudgeError(RuntimeError):
 
 
 class Judge:
-    """A client for the soft-constraint judge.
+    r"""A client for the soft-constraint judge.
 
     >>> judge = Judge("http://127.0.0.1:8000/v1", "QwQ-32B")            # doctest: +SKIP
     >>> judge.verdicts([("Write a poem.", "Roses are red ...", ["The tone is cheerful."])])  # doctest: +SKIP
@@ -583,20 +636,22 @@ class Judge:
     Requests run concurrently (`concurrency` in flight, a whole RL batch at once), each with a timeout; connection
     errors, HTTP 5xx and 429 are retried with exponential backoff, other 4xx and timeouts are not. Identical items in a
     batch are asked once, and answers are cached by (model, prompt): in memory, and in `cache_path` (JSONL) if given.
+    `extra_body` is merged into every request, e.g. {"structured_outputs": {"regex": r"\[\[[01]\]\].*"}} to make
+    vLLM constrain a small judge to the verdict format.
     `stats` counts what happened: calls (distinct prompts sent), requests (HTTP attempts), retries, cache_hits,
     deduplicated, errors.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, temperature: float = 0.0,
                  max_tokens: int = 4096, concurrency: int = 64, timeout_s: float = 600.0, retries: int = 4,
-                 backoff_s: float = 1.0, cache_path: str | Path | None = None):
+                 backoff_s: float = 1.0, cache_path: str | Path | None = None, extra_body: dict | None = None):
         import os
         import threading
 
         import httpx
 
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
+        self.model, self.temperature, self.max_tokens, self.extra_body = model, temperature, max_tokens, extra_body or {}
         self.concurrency, self.timeout_s, self.retries, self.backoff_s = concurrency, timeout_s, retries, backoff_s
         api_key = api_key or os.environ.get("VERIF_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -642,7 +697,7 @@ class Judge:
 
         self.stats["calls"] += 1
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+                "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}
         for attempt in range(self.retries + 1):
             self.stats["requests"] += 1
             wait = self.backoff_s * 2 ** attempt
@@ -884,6 +939,58 @@ def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list
         for (i, j, name), result in zip(code_slots, results):
             checks[i][j] = HardCheck(name, result.passed, result.error)
     return checks
+
+
+# ======================================================================================================================
+# 6. Adapters: the reward in the shapes that verl and TRL call
+# ======================================================================================================================
+
+def compute_score(data_source: str, solution_str: str, ground_truth: str | dict, extra_info: dict | None = None) -> dict:
+    """verl's reward-function signature (`custom_reward_function.path=verify_lib.py`, `name=compute_score`).
+
+    ground_truth is the canonical example (a dict, or its JSON string as verl datasets store it). The judge and the
+    mode come from the environment: VERIF_JUDGE_URL and VERIF_JUDGE_MODEL (no judge when unset), VERIF_REWARD_MODE
+    (default "product"). Returns {"score": ..., "hard_score": ..., "judge": 1 | 0 | -1 (not asked),
+    "judge_failed": 0 | 1}; verl logs the extra keys. A failed judge call gives score 0.0 *and* judge_failed 1, so it
+    shows in the metrics instead of passing as a real 0.
+    """
+    import os
+
+    example = parse_example(json.loads(ground_truth) if isinstance(ground_truth, str) else ground_truth)
+    mode = os.environ.get("VERIF_REWARD_MODE", "product")
+    (result,) = verif_reward([example], [solution_str], _env_judge(), mode, max_judge_failure_share=1.0)
+    verdict = result.verdict
+    return {"score": 0.0 if result.score is None else float(result.score), "hard_score": result.hard_score,
+            "judge": -1 if verdict is None or verdict.value is None else verdict.value,
+            "judge_failed": int(verdict is not None and verdict.value is None)}
+
+
+def trl_reward_func(judge: Judge | None = None, mode: str = "product") -> Callable[..., list[float | None]]:
+    """A TRL reward function: `GRPOTrainer(reward_funcs=[verify_lib.trl_reward_func(judge)], ...)`.
+
+    TRL calls it as f(prompts, completions, **columns), each a list over the batch, with the dataset's other columns
+    (here `hard`, `soft`, optional `id`) as keyword lists. Prompts and completions may be plain strings or chats
+    (lists of {"role", "content"}). A sample whose judge call failed gets None, which TRL leaves out of the reward.
+    """
+    def verif(prompts: list, completions: list, **columns) -> list[float | None]:
+        hard, soft = columns.get("hard") or [[]] * len(prompts), columns.get("soft") or [[]] * len(prompts)
+        ids = columns.get("id") or [str(i) for i in range(len(prompts))]
+        examples = [parse_example({"id": str(i), ("prompt" if isinstance(p, str) else "messages"): p,
+                                   "hard": h or [], "soft": s or []})
+                    for i, p, h, s in zip(ids, prompts, hard, soft)]
+        answers = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return [r.score for r in verif_reward(examples, answers, judge, mode, max_judge_failure_share=1.0)]
+
+    verif.__name__ = f"verif_{mode}"
+    return verif
+
+
+@functools.lru_cache(maxsize=None)
+def _env_judge() -> Judge | None:
+    import os
+
+    url, model = os.environ.get("VERIF_JUDGE_URL"), os.environ.get("VERIF_JUDGE_MODEL")
+    return Judge(url, model) if url and model else None
 
 
 # ======================================================================================================================
