@@ -26,10 +26,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 import json
+import os
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+import httpx
 
 __all__ = [
     "Example", "ExampleError", "load_examples", "load_verinstruct", "parse_example", "read_jsonl",
@@ -160,7 +167,7 @@ def _from_verinstruct(row: Any) -> tuple[Example, list[str]]:
 
 
 def read_jsonl(path: str | Path, *, error: type[Exception] = ValueError) -> Iterable[tuple[int, Any]]:
-    """Yield (line number, decoded object) for each non-blank line; malformed JSON raises `error` naming file and line."""
+    """Yield (line number, decoded object) for each non-blank line; malformed JSON raises `error` naming file, line."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -199,7 +206,8 @@ def _check_hard_constraint(constraint: Any, where: str) -> None:
     if not isinstance(constraint.get("text", ""), str):
         raise ValueError(f"{where}: 'text' must be a string")
     if "code" in constraint:
-        if set(constraint) - {"code", "text"} or not isinstance(constraint["code"], str) or not constraint["code"].strip():
+        code = constraint["code"]
+        if set(constraint) - {"code", "text"} or not isinstance(code, str) or not code.strip():
             raise ValueError(f"{where}: a code constraint is {{'code': <source defining check_following>, 'text'?}}")
         return
     if set(constraint) - {"id", "kwargs", "text"} or not isinstance(constraint.get("id"), str):
@@ -215,8 +223,8 @@ def _check_hard_constraint(constraint: Any, where: str) -> None:
 # 2. IFEval: the 25 instruction checkers
 # ======================================================================================================================
 # Each checker is a plain function `(response, **kwargs) -> bool` registered under its IFEval instruction id, with
-# the type of every kwarg. The behaviour follows Google's reference evaluator (google-research/instruction_following_eval)
-# exactly, quirks included, because published IFEval numbers are computed with it:
+# the type of every kwarg. The behaviour follows Google's reference evaluator (google-research,
+# instruction_following_eval) exactly, quirks included, because published IFEval numbers are computed with it:
 #   - keywords are regexes searched case-insensitively with no word boundary ("cat" is found in "category");
 #     forbidden words are searched with \b...\b;
 #   - words are `\w+` runs (nltk's RegexpTokenizer, which uses the `regex` engine), sentences are NLTK's English Punkt
@@ -410,7 +418,8 @@ def _number_placeholders(response: str, *, num_placeholders: int) -> bool:
 @_ifeval("detectable_content:postscript", postscript_marker=_text)
 def _postscript(response: str, *, postscript_marker: str) -> bool:
     marker = postscript_marker.strip()
-    pattern = {"P.P.S": r"\s*p\.\s?p\.\s?s.*$", "P.S.": r"\s*p\.\s?s\..*$"}.get(marker, r"\s*" + marker.lower() + r".*$")
+    special = {"P.P.S": r"\s*p\.\s?p\.\s?s.*$", "P.S.": r"\s*p\.\s?s\..*$"}
+    pattern = special.get(marker, r"\s*" + marker.lower() + r".*$")
     return bool(re.findall(pattern, response.lower(), flags=re.MULTILINE))
 
 
@@ -424,7 +433,8 @@ def _number_bullet_lists(response: str, *, num_bullets: int) -> bool:
 
 @_ifeval("detectable_format:constrained_response")
 def _constrained_response(response: str) -> bool:
-    return any(option in response.strip() for option in ("My answer is yes.", "My answer is no.", "My answer is maybe."))
+    options = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
+    return any(option in response.strip() for option in options)
 
 
 @_ifeval("detectable_format:number_highlighted_sections", num_highlights=_int)
@@ -619,7 +629,7 @@ def _detect_language(text: str) -> str | None:
 class Verdict:
     value: int | None        # 1: every soft constraint satisfied, 0: not, None: no verdict (see error)
     raw: str = ""            # the judge's answer with its reasoning removed
-    error: str | None = None  # None, or why there is no value: "unparseable: ...", "timeout", "HTTP 503", "connection: ..."
+    error: str | None = None  # None, or why there is no value: "unparseable: ...", "timeout ...", "HTTP 503: ...", ...
 
 
 class JudgeError(RuntimeError):
@@ -645,18 +655,14 @@ class Judge:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, temperature: float = 0.0,
                  max_tokens: int = 4096, concurrency: int = 64, timeout_s: float = 600.0, retries: int = 4,
                  backoff_s: float = 1.0, cache_path: str | Path | None = None, extra_body: dict | None = None):
-        import os
-        import threading
-
-        import httpx
-
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.temperature, self.max_tokens, self.extra_body = model, temperature, max_tokens, extra_body or {}
+        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
+        self.extra_body = extra_body or {}
         self.concurrency, self.timeout_s, self.retries, self.backoff_s = concurrency, timeout_s, retries, backoff_s
         api_key = api_key or os.environ.get("VERIF_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(headers=headers, timeout=timeout_s,
-                                  limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._http = httpx.Client(headers=headers, timeout=timeout_s, limits=limits)
         self.stats: collections.Counter = collections.Counter()
         self._cache: dict[str, Verdict] = {}
         self._cache_path = Path(cache_path) if cache_path else None
@@ -667,13 +673,11 @@ class Judge:
 
     def verdicts(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> list[Verdict]:
         """One Verdict per (instruction, response, soft_constraints) item, in order."""
-        from concurrent.futures import ThreadPoolExecutor
-
         prompts = [judge_prompt(*item) for item in items]
         keys = [self._key(p) for p in prompts]
         todo = {k: p for k, p in zip(keys, prompts) if k not in self._cache}
-        self.stats["cache_hits"] += sum(k in self._cache for k in keys)
-        self.stats["deduplicated"] += sum(k not in self._cache for k in keys) - len(todo)
+        self._count("cache_hits", sum(k in self._cache for k in keys))
+        self._count("deduplicated", sum(k not in self._cache for k in keys) - len(todo))
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(todo)))) as pool:
             fresh = dict(zip(todo, pool.map(self._ask, todo.values())))
         # Cache what the judge said, parseable or not (at temperature 0 it would say it again), never a failed call.
@@ -691,15 +695,11 @@ class Judge:
 
     # ---- one call, with retries ----
     def _ask(self, prompt: str) -> Verdict:
-        import time
-
-        import httpx
-
-        self.stats["calls"] += 1
+        self._count("calls")
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                 "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}
         for attempt in range(self.retries + 1):
-            self.stats["requests"] += 1
+            self._count("requests")
             wait = self.backoff_s * 2 ** attempt
             try:
                 reply = self._http.post(self.url, json=body)
@@ -715,7 +715,7 @@ class Judge:
                     return self._failed(error)
                 wait = _retry_after(reply) or wait
             if attempt < self.retries:
-                self.stats["retries"] += 1
+                self._count("retries")
                 time.sleep(min(wait, 60.0))
         return self._failed(error)
 
@@ -724,11 +724,14 @@ class Judge:
 
     def _failed_or(self, verdict: Verdict) -> Verdict:
         if verdict.value is None:
-            self.stats["errors"] += 1
+            self._count("errors")
         return verdict
 
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[what] += n
+
     def _key(self, prompt: str) -> str:
-        import hashlib
         return hashlib.sha256(f"{self.model}\0{prompt}".encode()).hexdigest()
 
     def _remember(self, fresh: dict[str, Verdict]) -> None:
@@ -822,13 +825,15 @@ def _retry_after(reply) -> float | None:
 # ======================================================================================================================
 # Four modes (F is the reward of one response; h = share of hard checks passed, H = 1 if all passed else 0,
 # J = the judge's 0/1 verdict on all soft constraints together):
-#   product    F = h * J          the released VerIF code's form (its code reduces h to H; the text says mean)
+#   product    F = h * J          the released VerIF code's form
 #   average    F = (H + J) / 2    the paper's formula
 #   rule_only  F = h              ablation: code checks only, soft constraints ignored
 #   judge_only F = J              ablation: the judge reads every constraint - soft ones and the "text" of hard ones
 # A missing half counts as satisfied: no hard constraints -> h = H = 1; no soft constraints -> J = 1 and the judge is
 # not called. In product mode a response with h = 0 is not sent to the judge either: its reward is 0 whatever J is.
 # Without a judge, soft constraints are skipped (J = 1, RewardResult.judge_skipped says so); judge_only needs one.
+# hard_reduce="all" makes h = H: the released code's `mean_func` is in fact all-or-nothing (its mean is commented
+# out), so product mode with hard_reduce="all" is that code exactly.
 # A judge failure gives score None, never a number, and the batch raises JudgeError when more than
 # `max_judge_failure_share` of the judge calls it made failed.
 
@@ -847,17 +852,19 @@ class RewardResult:
     score: float | None        # the reward, or None when it depends on a judge verdict that failed
     mode: str
     hard: list[HardCheck]      # one per hard constraint, in order
-    hard_score: float          # h: share of hard checks passed (1.0 without hard constraints)
+    hard_score: float          # h: share of hard checks passed, or H with hard_reduce="all" (1.0 without any)
     verdict: Verdict | None    # the judge's verdict, or None when it was not asked
     judge_skipped: str | None  # why the judge was not asked: "no soft constraints", "no judge", "hard score is 0"
 
 
 def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: Judge | None = None,
-                 mode: str = "product", *, max_judge_failure_share: float = 0.1, code_timeout_s: float = 2.0,
-                 instruction_literal: bool = False) -> list[RewardResult]:
+                 mode: str = "product", *, hard_reduce: str = "mean", max_judge_failure_share: float = 0.1,
+                 code_timeout_s: float = 2.0, instruction_literal: bool = False) -> list[RewardResult]:
     """The VerIF reward of responses[i] to examples[i]; only the text after the last </think> is verified."""
     if mode not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {mode!r}; choose from {REWARD_MODES}")
+    if hard_reduce not in ("mean", "all"):
+        raise ValueError(f"hard_reduce must be 'mean' or 'all', got {hard_reduce!r}")
     if mode == "judge_only" and judge is None:
         raise ValueError("mode 'judge_only' needs a judge")
     if len(examples) != len(responses):
@@ -865,7 +872,8 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
     answers = [final_answer(r) for r in responses]
     hard = ([[] for _ in examples] if mode == "judge_only"
             else _hard_checks(examples, answers, code_timeout_s, instruction_literal))
-    hard_scores = [sum(c.passed for c in checks) / len(checks) if checks else 1.0 for checks in hard]
+    hard_scores = [(float(all(c.passed for c in checks)) if hard_reduce == "all" else sum(c.passed for c in checks)
+                    / len(checks)) if checks else 1.0 for checks in hard]
 
     # ---- who goes to the judge ----
     asks, skipped = {}, {}
@@ -945,7 +953,8 @@ def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list
 # 6. Adapters: the reward in the shapes that verl and TRL call
 # ======================================================================================================================
 
-def compute_score(data_source: str, solution_str: str, ground_truth: str | dict, extra_info: dict | None = None) -> dict:
+def compute_score(data_source: str, solution_str: str, ground_truth: str | dict,
+                  extra_info: dict | None = None) -> dict:
     """verl's reward-function signature (`custom_reward_function.path=verify_lib.py`, `name=compute_score`).
 
     ground_truth is the canonical example (a dict, or its JSON string as verl datasets store it). The judge and the
@@ -954,8 +963,6 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str | dict,
     "judge_failed": 0 | 1}; verl logs the extra keys. A failed judge call gives score 0.0 *and* judge_failed 1, so it
     shows in the metrics instead of passing as a real 0.
     """
-    import os
-
     example = parse_example(json.loads(ground_truth) if isinstance(ground_truth, str) else ground_truth)
     mode = os.environ.get("VERIF_REWARD_MODE", "product")
     (result,) = verif_reward([example], [solution_str], _env_judge(), mode, max_judge_failure_share=1.0)
@@ -987,8 +994,6 @@ def trl_reward_func(judge: Judge | None = None, mode: str = "product") -> Callab
 
 @functools.lru_cache(maxsize=None)
 def _env_judge() -> Judge | None:
-    import os
-
     url, model = os.environ.get("VERIF_JUDGE_URL"), os.environ.get("VERIF_JUDGE_MODEL")
     return Judge(url, model) if url and model else None
 
@@ -1012,7 +1017,6 @@ def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
     and renamed into place, so an interrupted conversion never leaves a half-written model behind.
     """
     import importlib.util
-    import os
     import shutil
     import tempfile
 

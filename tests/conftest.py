@@ -32,3 +32,14 @@ def ifeval_rows():
 @pytest.fixture(scope="session")
 def gpt4_responses():
     return [row["response"] for row in read_jsonl(ROOT / "data/ifeval/input_response_data_gpt4_20231107_145030.jsonl")]
+
+
+@pytest.fixture(scope="session")
+def judge_server() -> tuple[str, str]:
+    """(base URL, model) of the real vLLM judge server that .ci/run starts (scripts/serve_judge.sh)."""
+    url, model = os.environ.get("VERIF_TEST_JUDGE_URL"), os.environ.get("VERIF_TEST_JUDGE_MODEL", "judge")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs the real-server tests: VERIF_TEST_JUDGE_URL is not set (start .ci/run)")
+        pytest.skip("no judge server: set VERIF_TEST_JUDGE_URL (bash .ci/run starts one)")
+    return url, model

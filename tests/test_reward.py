@@ -164,3 +164,10 @@ def test_trl_reward_func_takes_conversational_batches(judge):
 def test_trl_reward_func_takes_plain_strings():
     reward = verify_lib.trl_reward_func(None, "rule_only")
     assert reward(["Greet me."] * 2, ["Hi friend", "Hi, friend"], hard=[[NO_COMMA]] * 2, soft=[[], []]) == [1.0, 0.0]
+
+
+def test_hard_reduce_all_is_the_released_codes_all_or_nothing(judge, server):
+    results = verify_lib.verif_reward([EXAMPLE] * 2, ["GOOD day, friend", "GOOD day friend"], judge, "product",
+                                      hard_reduce="all")
+    assert [(r.score, r.hard_score) for r in results] == [(0.0, 0.0), (1.0, 1.0)]
+    assert results[0].judge_skipped == "hard score is 0" and server.requests == 1
