@@ -23,15 +23,27 @@ Each section starts with its public API; private helpers (leading underscore) fo
 """
 from __future__ import annotations
 
+import ast
+import atexit
+import builtins
 import collections
 import dataclasses
 import functools
+import gc
 import hashlib
+import inspect
 import json
+import marshal
 import os
 import re
+import resource
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -149,6 +161,8 @@ def parse_example(row: Any) -> Example:
 def _from_verinstruct(row: Any) -> tuple[Example, list[str]]:
     if not isinstance(row, dict):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    if "prompt" not in row:
+        raise ValueError("missing field 'prompt'")
     checkers, functions = row.get("checkers"), row.get("functions")
     if not isinstance(checkers, list) or not isinstance(functions, list) or len(checkers) != len(functions):
         raise ValueError("'checkers' and 'functions' must be lists of the same length")
@@ -616,6 +630,612 @@ def _detect_language(text: str) -> str | None:
         return langdetect.detect(text)
     except langdetect.LangDetectException:
         return None
+
+
+# ======================================================================================================================
+# 3. Sandbox: generated checker code, run where nothing it does escapes
+# ======================================================================================================================
+# A code constraint is Python source defining `check_following(instruction, response) -> bool`. The released VerIF code
+# exec()s it inside the training process; here each check runs in a worker process, under CPU, wall-time and memory
+# limits, with no files, network, processes or signals, unable to change the outcome of any other check. Linux only.
+#
+# A static screen sends each distinct source down one of two paths. Sources that provably cannot reach state shared
+# between checks (no reflection, no attribute assignment, no classes or generators; see _fast_path_ok) run in the
+# worker itself with fresh globals and builtins, at ~10 us a check; anything else runs in a child forked from the worker
+# for that one check (~1 ms), so whatever it changes dies with it. Timers are kernel-enforced (setitimer with the
+# default signal action: no handler to catch), and an audit hook forbids what rlimits cannot (see _make_audit_hook).
+# A worker that dies or hangs costs only the check it was running; it is replaced and its batch goes on elsewhere.
+
+@dataclasses.dataclass(frozen=True)
+class CodeCheckResult:
+    passed: bool
+    error: str | None = None
+    # None when the check ran and returned a bool; else why it failed: "compile error: ...", "exception: <type>: ...",
+    # "timeout: cpu 2.0s" / "timeout: wall 2.0s", "memory limit", "forbidden: <what>", "missing check_following",
+    # "non-boolean result: <type>" (only a real bool is a verdict), "worker died: <signal or exit code>".
+
+
+def run_code_checks(items, *, timeout_s=2.0, memory_mb=512, workers=None, instruction_literal=False):
+    """Run checks given as (function_source, instruction, response) triples; one CodeCheckResult per item, in order.
+
+    instruction_literal=True passes the literal string "instruction" as the first argument of check_following, exactly
+    as the released VerIF code did; the default passes the real instruction text. Uses a module-level CodeSandbox,
+    created on first use (again if the settings change) and closed at exit.
+    """
+    global _default_sandbox
+    with _default_lock:
+        if _default_sandbox is None or _default_sandbox.settings != (workers, float(timeout_s), int(memory_mb)):
+            if _default_sandbox is not None:
+                _default_sandbox.close()
+            _default_sandbox = CodeSandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
+        sandbox = _default_sandbox
+    return sandbox.run(items, instruction_literal=instruction_literal)
+
+
+class CodeSandbox:
+    """A reusable pool of `workers` (default: one per CPU) sandbox processes; also a context manager.
+
+    Each check gets timeout_s of CPU and timeout_s + 0.1 s of wall time, compiling included, and memory_mb of memory
+    beyond what the worker holds. `stats` counts checks, compiles, forked checks and worker restarts.
+    """
+
+    def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512):
+        self.settings = (workers, float(timeout_s), int(memory_mb))
+        self.workers = workers or os.cpu_count() or 1
+        self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
+        self.stats = collections.Counter(checks=0, compiles=0, forked=0, worker_restarts=0)
+        self._pool: list[_WorkerProcess] = []
+        self._lock = threading.Lock()  # one run at a time; concurrent callers queue up
+
+    def run(self, items, *, instruction_literal=False) -> list[CodeCheckResult]:
+        jobs, digests = [], {}
+        for source, instruction, response in items:
+            if not all(isinstance(s, str) for s in (source, instruction, response)):
+                raise TypeError("run_code_checks items are (function_source, instruction, response) strings")
+            if source not in digests:
+                digests[source] = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            jobs.append((digests[source], source, "instruction" if instruction_literal else instruction, response))
+        results = [None] * len(jobs)
+        with self._lock:
+            if not self._pool:
+                self._pool = [self._spawn() for _ in range(self.workers)]
+            self._dispatch(jobs, results)
+            self.stats["checks"] += len(jobs)
+        return results
+
+    def close(self):
+        with self._lock:
+            for worker in self._pool:
+                worker.kill()
+            self._pool = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _spawn(self):
+        return _WorkerProcess(_worker_command(self.timeout_s, self.memory_mb))
+
+    def _dispatch(self, jobs, results):
+        # Small batches keep every worker busy to the end; batching keeps messages few. Results stream back one line
+        # per check, so when a worker dies we know exactly which check killed it.
+        size = max(1, min(_MAX_BATCH, -(-len(jobs) // (4 * self.workers))))
+        queue = collections.deque(list(range(i, min(i + size, len(jobs)))) for i in range(0, len(jobs), size))
+        backstop = self.timeout_s + _WALL_SLACK_S + _BACKSTOP_S
+        while True:
+            for slot, worker in enumerate(self._pool):
+                if queue and worker.batch is None:
+                    if worker.proc.poll() is not None:  # died while idle (killed from outside): replace quietly
+                        worker = self._replace(slot, None, results, queue)
+                    try:
+                        worker.send(queue.popleft(), jobs, backstop)
+                    except BrokenPipeError:
+                        if not worker.ready:
+                            raise RuntimeError("sandbox worker failed to start; is memory_mb too small?") from None
+                        self._replace(slot, None, results, queue)
+            busy = [(slot, w) for slot, w in enumerate(self._pool) if w.batch is not None]
+            if not busy:
+                return
+            poller = select.poll()
+            for _, worker in busy:
+                poller.register(worker.fd, select.POLLIN)
+            wait_s = max(0.0, min(w.deadline for _, w in busy) - time.monotonic())
+            ready = {fd for fd, _ in poller.poll(wait_s * 1000)}
+            for slot, worker in busy:
+                if worker.fd in ready:
+                    lines = worker.read_lines()
+                    if lines is None:
+                        self._replace(slot, _death_reason(worker.proc.wait(), self.timeout_s), results, queue)
+                        continue
+                    for line in lines:
+                        self._record(worker, line, results)
+                    worker.deadline = time.monotonic() + backstop
+                    if worker.retired:
+                        self._replace(slot, None, results, queue)
+                elif time.monotonic() > worker.deadline:  # hung beyond the kernel timers: kill it ourselves
+                    self._replace(slot, f"timeout: wall {self.timeout_s}s", results, queue)
+
+    def _record(self, worker, line, results):
+        if line in (b"R", b"X"):  # the worker finished starting up / retires after the check it just reported
+            worker.ready, worker.retired = True, line == b"X"
+            return
+        status = line[2:]  # after the compiled and forked flags
+        results[worker.batch[worker.done]] = _VERDICTS.get(status) or CodeCheckResult(
+            False, status[1:].decode("utf-8", "replace"))
+        if line[0] == ord("c"):
+            self.stats["compiles"] += 1
+        if line[1] == ord("f"):
+            self.stats["forked"] += 1
+        worker.done += 1
+        if worker.done == len(worker.batch):
+            worker.batch = None
+
+    def _replace(self, slot, reason, results, queue):
+        """Kill the worker in `slot` and start another. Its unfinished checks are re-queued, except the one it was
+        running, which fails with `reason` (None: nothing was running, e.g. it retired or died while idle)."""
+        worker = self._pool[slot]
+        worker.kill()
+        if worker.batch is not None:
+            rest = worker.batch[worker.done:]
+            if reason is not None:
+                if not worker.ready:
+                    raise RuntimeError(f"sandbox worker failed to start ({reason}); is memory_mb too small?")
+                results[rest.pop(0)] = CodeCheckResult(False, reason)
+            if rest:
+                queue.appendleft(rest)
+        self.stats["worker_restarts"] += 1
+        self._pool[slot] = self._spawn()
+        return self._pool[slot]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parent side: one worker process
+# ---------------------------------------------------------------------------------------------------------------------
+_VERDICTS = {b"T": CodeCheckResult(True), b"F": CodeCheckResult(False)}  # immutable, so shared
+_MAX_BATCH = 256          # checks per message
+_SOURCE_CACHE_MAX = 4096  # compiled sources a worker keeps; past this the parent tells it to start over
+_WALL_SLACK_S = 0.1       # the wall timer fires this much after the CPU timer, so a busy loop reports as "cpu"
+_BACKSTOP_S = 2.0         # the parent kills a worker silent this long beyond the per-check limits
+_STARTUP_S = 60.0
+_RETIRE_FRACTION = 0.25   # a worker whose peak memory grew by this share of memory_mb retires after the check
+_GARBAGE_LIMIT = 2000     # a check leaving more live container objects than this gets them collected on its clock
+_MAX_OUTPUT = 65536       # characters a check may print (to nowhere) before it fails as "forbidden"
+
+
+class _WorkerProcess:
+    def __init__(self, command):
+        # A plain `python -I -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
+        # multithreaded, CUDA-holding) trainer, nothing is pickled from the worker, and -I -S keep the worker to the
+        # stdlib, away from site-packages and the environment. A new session makes it a process group leader (kill()
+        # takes its fork children along) and keeps it out of the terminal's Ctrl-C, which is the trainer's to handle.
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+        self.fd = self.proc.stdout.fileno()
+        self.known = set()  # digests of the sources this worker has been sent
+        self.batch, self.done, self.ready, self.retired, self.buffer = None, 0, False, False, b""
+        self.deadline = time.monotonic() + _STARTUP_S
+
+    def send(self, batch, jobs, backstop):
+        # Each source crosses the pipe once per worker; after that its digest stands for it.
+        reset = len(self.known) > _SOURCE_CACHE_MAX
+        if reset:
+            self.known.clear()
+        message = []
+        for i in batch:
+            digest, source, instruction, response = jobs[i]
+            message.append((digest, None if digest in self.known else source, instruction, response))
+            self.known.add(digest)
+        self.batch, self.done = batch, 0
+        data = marshal.dumps((reset, message))
+        self.proc.stdin.write(len(data).to_bytes(4, "little") + data)
+        self.proc.stdin.flush()
+        self.deadline = time.monotonic() + (backstop if self.ready else _STARTUP_S)
+
+    def read_lines(self):
+        """The complete result lines available now, or None at EOF (the worker died)."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return None
+        *lines, self.buffer = (self.buffer + chunk).split(b"\n")
+        return lines
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+_default_sandbox: CodeSandbox | None = None
+_default_lock = threading.Lock()
+atexit.register(lambda: _default_sandbox and _default_sandbox.close())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker side. The functions and constants below are sent as source to `python -I -S -B -c` (see _worker_command);
+# they must only use the names imported in _WORKER_PRELUDE and each other.
+# ---------------------------------------------------------------------------------------------------------------------
+# Modules a fast-path checker may import, with the public names it may use from each (None: all of them). typing is
+# limited to plain type names: get_type_hints() and friends would eval() strings.
+_FAST_MODULES = {name: None for name in
+                 ("re", "json", "string", "collections", "math", "itertools", "unicodedata", "statistics", "functools")}
+_FAST_MODULES["typing"] = ("Any", "Dict", "List", "Set", "Tuple", "Optional", "Union", "Iterable", "Sequence")
+# Also imported before the audit hook goes up, for fork-path checkers.
+_PRELOAD = ("datetime", "random", "textwrap", "operator", "heapq", "bisect", "copy", "dataclasses", "enum")
+_SAFE_BUILTINS = frozenset(
+    "abs all any ascii bin bool bytearray bytes callable chr complex dict divmod enumerate filter float format frozenset "
+    "hash hex id int isinstance issubclass iter len list map max min next object oct ord pow print range repr reversed "
+    "round set slice sorted str sum tuple zip".split())
+# Public names that are reflection or setattr gadgets (Formatter.get_field returns any attribute of any object).
+_DENIED_ATTRS = frozenset({"Formatter", "update_wrapper", "wraps", "total_ordering", "register"})
+# Imports a checker may not trigger even on the fork path: sockets, processes, foreign code, files written by C code.
+_DENIED_IMPORTS = frozenset(
+    "ctypes _ctypes subprocess _posixsubprocess multiprocessing _multiprocessing _posixshmem concurrent socket _socket "
+    "ssl _ssl asyncio pty tty termios fcntl mmap sqlite3 _sqlite3 dbm _dbm _gdbm syslog readline grp crypt _crypt "
+    "_xxsubinterpreters _xxinterpchannels _testcapi _testinternalcapi _testmultiphase _testbuffer".split())
+# Audit events a check may raise. Everything else is forbidden (default deny).
+_ALLOWED_EVENTS = frozenset(
+    "exec compile marshal.loads marshal.load marshal.dumps sys._getframe object.__getattr__ builtins.id time.sleep "
+    "code.__new__ function.__new__ array.__new__ pickle.find_class".split())
+# Unaudited functions that act on other processes or the file system; removed from the worker (before any fork).
+_REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "setsid", "setpgid", "setpgrp",
+                                "sched_setaffinity", "sched_setscheduler", "sched_setparam", "setpriority"),
+                      "_signal": ("pidfd_send_signal",), "time": ("clock_settime", "clock_settime_ns"),
+                      "_imp": ("create_builtin",)}  # would re-create a builtin module, with what was removed
+
+
+def _worker_main(timeout_s, memory_mb):
+    # The pipes to the parent move to private fds; the checkers' stdin/stdout/stderr become /dev/null, and what they
+    # print through sys.stdout/sys.stderr is only counted (_OutputCap): it cannot fill a pipe or the parent's log.
+    commands = os.fdopen(os.dup(0), "rb")
+    results_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    runner = _CheckRunner(timeout_s, memory_mb)
+    sys.stdout = sys.stderr = _OutputCap(runner.flags)
+    _lock_down(memory_mb, runner.flags)
+    runner.shared = _shared_state()
+    os.write(results_fd, b"R\n")
+    while True:
+        header = commands.read(4)
+        if len(header) < 4:
+            os._exit(0)  # the parent closed the pipe or died
+        reset, batch = marshal.loads(commands.read(int.from_bytes(header, "little")))
+        if reset:
+            runner.cache.clear()
+        for digest, source, instruction, response in batch:
+            os.write(results_fd, runner.check(digest, source, instruction, response))
+            if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > runner.retire_rss_kb:
+                os.write(results_fd, b"X\n")  # earlier checks must not eat into a later check's memory: retire
+                os._exit(0)
+
+
+class _CheckRunner:
+    def __init__(self, timeout_s, memory_mb):
+        self.timeout_s = timeout_s
+        self.cache = {}             # source digest -> (code, runs on the fast path) or (None, "compile error: ...")
+        # [a fast-path check is running, the first forbidden operation of this check, characters it printed]
+        self.flags = [False, None, 0]
+        modules = {name: __import__(name) for name in _FAST_MODULES}
+        for name in _PRELOAD + tuple(sys.builtin_module_names):
+            if name not in ("pwd", "faulthandler", "_tracemalloc", "xxsubtype"):
+                __import__(name)
+        self.vocabulary = _fast_vocabulary(modules)
+        safe = {name: value for name, value in vars(builtins).items() if name in _SAFE_BUILTINS
+                or (isinstance(value, type) and issubclass(value, BaseException))}
+        safe["__import__"] = lambda name, *args: modules[name]  # the screen only lets through imports of `modules`
+        self.fast_builtins = safe
+        self.unsafe_names = frozenset(vars(builtins)) - frozenset(safe)
+        for sig in (signal.SIGPROF, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_DFL)  # default action: the kernel terminates the process
+        # What is loaded now is never collected: cheaper collections, fewer pages copied by forks. Automatic collection
+        # is off so that one check's garbage is never collected on a later check's clock (see check()).
+        gc.freeze()
+        gc.disable()
+        self.retire_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + memory_mb * 1024 * _RETIRE_FRACTION
+
+    def check(self, digest, source, instruction, response):
+        """Run one check; return its result line for the parent: compiled flag, forked flag, status, newline."""
+        compiled = digest not in self.cache
+        self._arm_timers()  # compiling counts toward the check: a pathological source cannot hang the worker either
+        if compiled:
+            self.cache[digest] = _compile_checker(source, self.vocabulary, self.unsafe_names)
+        code, fast = self.cache[digest]
+        if code is None:
+            status = "E" + fast
+        elif fast:
+            self.flags[0] = True
+            status = _run_check(code, instruction, response, dict(self.fast_builtins), self.flags)
+            self.flags[0] = False
+            if gc.get_count()[0] > _GARBAGE_LIMIT:
+                gc.collect()  # this check's cyclic garbage, collected on its own clock
+        self._arm_timers(0)
+        if code is not None and not fast:
+            status = self._run_forked(code, instruction, response)
+        line = ("c" if compiled else "-") + ("-" if fast else "f") + status.replace("\n", " ")
+        return line.encode("utf-8", "replace") + b"\n"
+
+    def _arm_timers(self, seconds=None):
+        seconds = self.timeout_s if seconds is None else seconds
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+        signal.setitimer(signal.ITIMER_REAL, seconds and seconds + _WALL_SLACK_S)
+
+    def _run_forked(self, code, instruction, response):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: close every fd but the result pipe, arm its own timers, run, report, never return
+            try:
+                os.closerange(3, write_end)
+                os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
+                resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+                gc.enable()  # a child's garbage dies with it: plain Python semantics
+                self._arm_timers()
+                status = _run_check(code, instruction, response, builtins, self.flags)
+                changed = status in ("T", "F") and _changed_state(self.shared)
+                if changed:  # it died with this child, but the check tried to change what later checks would see
+                    status = "Eforbidden: changed " + changed
+                os.write(write_end, status.encode("utf-8", "replace")[:4000])
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        data, deadline = b"", time.monotonic() + self.timeout_s + _WALL_SLACK_S + 0.5
+        timed_out = False
+        while len(data) <= 4000:  # the child could write forever; it only ever gets to claim its own result
+            if not select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                timed_out = True
+                break
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                break
+            data += chunk
+        os.close(read_end)
+        os.kill(pid, signal.SIGKILL)  # a no-op when it has exited; waitpid still reports how it ended
+        exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if data in (b"T", b"F") or (data[:1] == b"E" and len(data) < 4000):
+            return data.decode("utf-8", "replace")
+        if timed_out:
+            return f"Etimeout: wall {self.timeout_s}s"
+        return "E" + _death_reason(exit_code, self.timeout_s)
+
+
+def _compile_checker(source, vocabulary, unsafe_names):
+    """(code, whether it may run on the fast path), or (None, "compile error: ...")."""
+    try:
+        tree = ast.parse(source, "<checker>")
+        return compile(tree, "<checker>", "exec"), _fast_path_ok(tree, vocabulary, unsafe_names)
+    except Exception as e:  # SyntaxError, ValueError (NUL bytes), RecursionError/MemoryError (absurd nesting)
+        return None, "compile error: " + _describe(e)
+
+
+def _run_check(code, instruction, response, builtins_, flags):
+    """Define the checker in fresh globals and call it; "T", "F" or "E<why it failed>"."""
+    flags[2] = 0
+    namespace = {"__builtins__": builtins_, "__name__": "checker"}
+    try:
+        exec(code, namespace)
+        check = namespace.get("check_following")
+        if not callable(check):
+            status = "Emissing check_following"
+        else:
+            result = check(instruction, response)
+            if type(result) is bool:
+                status = "T" if result else "F"
+            else:
+                status = "Enon-boolean result: " + _describe(result, type_only=True)
+    except MemoryError:
+        status = "Ememory limit"
+    except BaseException as e:  # SystemExit and KeyboardInterrupt too: they fail this check, not the worker
+        status = "Eexception: " + _describe(e)
+    finally:
+        namespace.clear()
+    if flags[1] is not None:  # a forbidden operation fails the check even if the checker swallowed the exception
+        status, flags[1] = "Eforbidden: " + flags[1], None
+    return status
+
+
+class _OutputCap:
+    """The worker's sys.stdout and sys.stderr: counts what a check prints (in flags[2]) and discards it; past
+    _MAX_OUTPUT characters the check fails as forbidden, even if it swallows the error."""
+
+    def __init__(self, flags):
+        self.flags = flags
+
+    def write(self, text):
+        self.flags[2] += len(text)
+        if self.flags[2] > _MAX_OUTPUT:
+            if self.flags[1] is None:
+                self.flags[1] = f"more than {_MAX_OUTPUT} characters of output"
+            raise PermissionError("forbidden: " + self.flags[1])
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def _shared_state():
+    """What a check could change for the checks after it, held by identity: builtins, sys.modules, the namespaces of
+    loaded modules and of the classes they define, and the dicts they keep at module level (caches like re._cache)."""
+    # Each entry: (a live view of the namespace, a copy of it now, whether it is a cache). Class namespaces are held as
+    # their mappingproxy, which stays live, so that _changed_state needs no builtins (a check may have deleted them).
+    state = {"builtins": (vars(builtins), dict(vars(builtins)), False),
+             "sys.modules": (sys.modules, dict(sys.modules), False)}
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if name == "__main__" or type(namespace) is not dict:
+            continue
+        state[name] = (namespace, dict(namespace), False)
+        for attr, value in namespace.items():
+            if isinstance(value, type) and value.__module__ == name:
+                state[f"{name}.{attr}"] = (vars(value), dict(vars(value)), False)
+            elif type(value) is dict:
+                state[f"{name}.{attr}"] = (value, dict(value), True)
+    return state
+
+
+def _changed_state(state):
+    """The first shared name whose value a check replaced or removed, or None. Added names are normal (imports, cache
+    entries); so is a cache dropping an entry, so caches are only checked for replaced values."""
+    missing = state  # any object the namespaces cannot hold
+    for where, (live, saved, cache) in state.items():
+        for key, value in saved.items():
+            now = live.get(key, missing)
+            if now is not value and not (cache and now is missing):
+                return f"{where}[{key!r:.60}]" if cache or where == "sys.modules" else f"{where}.{key}"
+    return None
+
+
+def _describe(obj, type_only=False):
+    try:
+        return (type(obj).__name__ if type_only else f"{type(obj).__name__}: {obj}")[:300]
+    except BaseException:  # a fork-path checker's own exception class may fail to print
+        return "<unprintable>"
+
+
+def _death_reason(exit_code, timeout_s):
+    """Why a process running a check ended, from its exit code (negative: killed by that signal)."""
+    if exit_code == -signal.SIGPROF:
+        return f"timeout: cpu {timeout_s}s"
+    if exit_code == -signal.SIGALRM:
+        return f"timeout: wall {timeout_s}s"
+    if exit_code < 0:
+        try:
+            return f"worker died: signal {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"worker died: signal {-exit_code}"
+    return f"worker died: exit code {exit_code}"
+
+
+def _fast_vocabulary(modules):
+    """Attribute names a fast-path checker may use: the public API of builtin value types, of re/json/collections
+    result types and of the fast modules, minus names that lead to a module or to mutable module-level state."""
+    names, banned = set(), set(_DENIED_ATTRS)
+    for kind in (str, bytes, bytearray, list, dict, set, frozenset, tuple, int, float, complex, range, slice,
+                 BaseException, modules["re"].Pattern, modules["re"].Match, modules["json"].JSONDecodeError,
+                 *(getattr(modules["collections"], n) for n in ("Counter", "defaultdict", "OrderedDict", "deque"))):
+        names.update(dir(kind))
+    for name, module in modules.items():
+        for attr, value in vars(module).items():
+            if isinstance(value, (types.ModuleType, dict, list, set, bytearray)):
+                banned.add(attr)
+            elif _FAST_MODULES[name] is None or attr in _FAST_MODULES[name]:
+                names.add(attr)
+    return frozenset(n for n in names - banned if not n.startswith("_"))
+
+
+_FAST_FORBIDDEN_NODES = (ast.ClassDef, ast.AsyncFunctionDef, ast.Await, ast.Yield, ast.YieldFrom, ast.AsyncFor,
+                         ast.AsyncWith, ast.Match, ast.Global, ast.Nonlocal)
+
+
+def _fast_path_ok(tree, vocabulary, unsafe_names):
+    """Whether a checker provably cannot change state that outlives it, so it may run without a fork.
+
+    Shared state is reachable from Python only through reflection (dunders, frames, getattr/vars/globals, format
+    strings with attribute fields), through modules, or through attribute assignment; classes and generators could
+    leave finalizers that run during a later check. All of these send the source to the fork path instead.
+    """
+    for node in ast.walk(tree):
+        if isinstance(node, _FAST_FORBIDDEN_NODES):
+            return False
+        if not isinstance(node, ast.Constant) and any(
+                isinstance(v, str) and v.startswith("__") for v in vars(node).values()):
+            return False  # __builtins__, __class__, def __del__, keyword __x=..., ...
+        if isinstance(node, ast.Name) and node.id in unsafe_names:
+            return False  # getattr, vars, globals, eval, exec, open, type, ...
+        if isinstance(node, ast.Attribute):
+            if not isinstance(node.ctx, ast.Load) or node.attr not in vocabulary:
+                return False
+            if node.attr in ("format", "format_map") and not (  # "{0.__globals__}".format(f) reads any attribute
+                    isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                    and not re.search(r"\{[^}:!]*[.\[]", node.value.value)):  # a field name with . or [
+                return False
+        if isinstance(node, ast.Import) and any(a.name not in _FAST_MODULES for a in node.names):
+            return False
+        if isinstance(node, ast.ImportFrom) and (node.level or node.module not in _FAST_MODULES
+                                                 or any(a.name not in vocabulary for a in node.names)):
+            return False
+    return True
+
+
+def _lock_down(memory_mb, flags):
+    """Last step of worker start-up: resource limits, removed functions, and the audit hook (irremovable)."""
+    # Every check may allocate memory_mb on top of what earlier checks left, which stays under the retire margin.
+    with open("/proc/self/statm") as f:
+        address_space = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + int(
+            memory_mb * (1 + _RETIRE_FRACTION) * 2**20)
+    for limit, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(limit, (value, value))
+    reexported_by = {"posix": os, "_signal": signal}
+    for module_name, names in _REMOVED_FUNCTIONS.items():
+        for name in names:
+            vars(sys.modules[module_name]).pop(name, None)
+            if module_name in reexported_by:
+                vars(reexported_by[module_name]).pop(name, None)
+    stdlib = os.path.dirname(os.__file__) + "/"
+    sys.addaudithook(_make_audit_hook(os.getpid(), flags, stdlib))
+
+
+def _make_audit_hook(worker_pid, flags, stdlib):
+    # The hook must not depend on anything a fork-path checker can change: it reads no globals or builtins (both are
+    # mutable dicts) and takes everything it uses as positional defaults, which cannot be rebound without raising the
+    # object.__setattr__ event it forbids. Checkers in the worker itself (fast path) cannot reach anything at all.
+    def hook(event, args, _pid=worker_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str, _int=int,
+             _stdlib=stdlib, _allowed=_ALLOWED_EVENTS, _denied=_DENIED_IMPORTS, _error=PermissionError,
+             _writes=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+             _protected=("__code__", "__defaults__", "__kwdefaults__")):
+        if _getpid() == _pid and not _flags[0]:
+            return  # the worker's own code: compiling, forking and killing its children
+        if event in _allowed:
+            return
+        what = event
+        if event == "open" or event == "os.listdir":  # reads inside the stdlib only, so that imports keep working
+            path = args[0]
+            if _type(path) is _str and path.startswith(_stdlib) and "/.." not in path and (
+                    event == "os.listdir" or (_type(args[2]) is _int and not args[2] & _writes)):
+                return
+            what = event + " " + (path if _type(path) is _str else "fd")
+        elif event == "import":
+            if _type(args[0]) is _str and args[0].partition(".")[0] not in _denied:
+                return
+            what = "import " + (args[0] if _type(args[0]) is _str else "?")
+        elif event == "object.__setattr__":
+            if _type(args[1]) is _str and args[1] not in _protected:
+                return
+        elif event == "resource.setrlimit" and args[1] == (0, 0):
+            return  # lowering a limit to nothing only ever restricts the caller
+        if _flags[1] is None:
+            _flags[1] = what
+        raise _error("forbidden: " + what)
+    return hook
+
+
+_WORKER_PRELUDE = "import ast, builtins, gc, marshal, os, re, resource, select, signal, sys, time, types\n"
+_WORKER_CONSTANTS = ("_FAST_MODULES", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS", "_DENIED_IMPORTS",
+                     "_ALLOWED_EVENTS", "_REMOVED_FUNCTIONS", "_WALL_SLACK_S", "_RETIRE_FRACTION", "_GARBAGE_LIMIT",
+                     "_MAX_OUTPUT")
+_WORKER_FUNCTIONS = (_worker_main, _CheckRunner, _compile_checker, _run_check, _OutputCap, _shared_state,
+                     _changed_state, _describe, _death_reason, _fast_vocabulary, _fast_path_ok, _lock_down,
+                     _make_audit_hook)
+
+
+@functools.cache
+def _worker_source():
+    constants = "".join(f"{name} = {globals()[name]!r}\n" for name in _WORKER_CONSTANTS)
+    constants += "_FAST_FORBIDDEN_NODES = (" + "".join(f"ast.{n.__name__}, " for n in _FAST_FORBIDDEN_NODES) + ")\n"
+    return _WORKER_PRELUDE + constants + "\n".join(inspect.getsource(f) for f in _WORKER_FUNCTIONS)
+
+
+def _worker_command(timeout_s, memory_mb):
+    return [sys.executable, "-I", "-S", "-B", "-c", f"{_worker_source()}\n_worker_main({timeout_s!r}, {memory_mb!r})\n"]
 
 
 # ======================================================================================================================
