@@ -1,14 +1,411 @@
-"""04_grpo.py — GRPO with LoRA, written out in plain PyTorch.
+"""04_grpo.py — GRPO with LoRA, written out in plain PyTorch, on the VerIF reward.
 
-Will train a policy with GRPO on verify_lib's VerIF reward: G samples per prompt, group advantages, clipped ratio
-with k3 KL to the reference (beta 1e-3), token-mean loss, one update per rollout batch (VerIF's defaults: 32 prompts x
-16 samples, lr 1e-6, T = 1.0), with per-step metrics, curves, checkpoints and exact resume.
+    python 04_grpo.py                                   # CPU demo: the embedded SmolLM2-135M on data/verif_train.jsonl
+    python 04_grpo.py --setting paper --model PATH --judge-url http://127.0.0.1:8000/v1   # VerIF's sizes, on a GPU
 
-Not built yet (issue #8): running this file says so and exits non-zero.
+One step: take P prompts, sample G answers to each (HF generate, temperature T), score every answer with
+verify_lib.verif_reward (hard constraints by code, soft ones by the judge), turn rewards into group advantages,
+and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penalty to the reference model (the same
+model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
+
+Settings (`--setting`, any flag given explicitly wins):
+                      cpu (default)   paper (VerIF, on GPUs)
+  prompts per step    4               32
+  num generations G   16              16
+  max new tokens      48              4096
+  learning rate       2e-5 (LoRA)     1e-6 (VerIF trains all weights; LoRA usually needs 10-100x more)
+Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
+Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/ and checkpoint/.
 """
 import argparse
+import json
+import math
+import random
+import shutil
 import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import peft
+import torch
+from tqdm import tqdm
+
+import verify_lib
+
+SETTINGS = {"cpu": {"prompts_per_step": 4, "max_new_tokens": 48, "lr": 2e-5},
+            "paper": {"prompts_per_step": 32, "max_new_tokens": 4096, "lr": 1e-6}}
+
+
+# ---- arguments ----
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--data", type=Path, default=Path("data/verif_train.jsonl"), help="canonical examples (01_build_data.py)")
+    a("--model", default=None, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
+    a("--out-dir", type=Path, default=Path("runs/grpo"))
+    a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: cpu demo or the paper's (see above)")
+    a("--steps", type=int, default=30, help="optimizer steps on fresh rollouts")
+    a("--prompts-per-step", type=int, help="prompts per rollout batch (cpu 4, paper 32: VerIF)")
+    a("--num-generations", type=int, default=16, help="G, samples per prompt (16: VerIF)")
+    a("--max-new-tokens", type=int, help="answer length limit (cpu 48, paper 4096: VerIF)")
+    a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
+    a("--lr", type=float, help="AdamW learning rate (cpu 2e-5 for LoRA, paper 1e-6: VerIF, full fine-tuning)")
+    a("--warmup-steps", type=int, default=0, help="linear warmup, then constant (0: VerIF/verl)")
+    a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01: verl)")
+    a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: verl)")
+    a("--beta", type=float, default=1e-3, help="k3 KL coefficient in the loss (1e-3: VerIF); 0 skips the reference")
+    a("--eps", type=float, default=0.2, help="clip range epsilon_low (0.2: VerIF, PPO)")
+    a("--eps-high", type=float, help="clip range epsilon_high (default: --eps; DAPO uses 0.28)")
+    a("--adv-norm", choices=["group", "none"], default="group",
+      help="group: (r - mean) / (std + 1e-6) (GRPO, DeepSeekMath); none: r - mean (Dr. GRPO)")
+    a("--loss-agg", choices=["token_mean", "seq_mean_token_mean", "seq_sum_const"], default="token_mean",
+      help="token_mean: over all tokens of the batch (VerIF/verl, DAPO); seq_mean_token_mean: GRPO paper; "
+           "seq_sum_const: sum / (sequences x max_new_tokens) (Dr. GRPO)")
+    a("--num-iterations", type=int, default=1, help="mu, updates per rollout batch (1: VerIF)")
+    a("--micro-batch-size", type=int, default=16, help="sequences per forward/backward; the gradient is the same")
+    a("--mask-truncated", action="store_true", help="leave answers cut at --max-new-tokens out of the loss (DAPO)")
+    a("--reward-mode", choices=verify_lib.REWARD_MODES, default="product",
+      help="product: hard share x judge (released VerIF code); average: the paper; rule_only/judge_only: ablations")
+    a("--judge-url", help="OpenAI-compatible judge server for soft constraints (none: soft constraints skipped)")
+    a("--judge-model", default="judge", help="the judge's model name on that server")
+    a("--instruction-literal", action="store_true",
+      help='pass the string "instruction" to generated checkers, as the released VerIF code did')
+    a("--lora-r", type=int, default=16)
+    a("--lora-alpha", type=int, default=32)
+    a("--lora-dropout", type=float, default=0.0, help="0: the policy and the sampler are the same function")
+    a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
+    a("--gradient-checkpointing", action="store_true")
+    a("--save-every", type=int, default=10, help="checkpoint every N steps (and at the end)")
+    a("--resume", action="store_true", help="continue exactly from --out-dir/checkpoint")
+    a("--log-samples", type=int, default=2, help="completions per step written to samples.jsonl")
+    a("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for name, value in SETTINGS[args.setting].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.eps_high = args.eps if args.eps_high is None else args.eps_high
+    return args
+
+
+# ---- the maths: small pure functions, named as in the papers ----
+def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group", eps: float = 1e-6) -> torch.Tensor:
+    """A_i = (r_i - mean(group)) / (std(group) + eps); norm="none" keeps r_i - mean (Dr. GRPO).
+
+    rewards [B*G] hold groups one after the other. Example with G = 2: rewards [1, 0, 1, 1] -> groups [1, 0] and [1, 1]
+    -> advantages [0.707, -0.707, 0, 0] (std is unbiased, as torch.std; an all-equal group gives exactly 0).
+    """
+    groups = rewards.view(-1, group_size)                             # [B, G]
+    centred = groups - groups.mean(dim=1, keepdim=True)               # [B, G]
+    if norm == "group":
+        centred = centred / (groups.std(dim=1, keepdim=True) + eps)
+    return centred.reshape(-1)                                        # [B*G]
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log pi(token_t | prefix) under the sampling distribution softmax(logits / T). logits [N, L, V], tokens [N, L]."""
+    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)   # [N, L, V]
+    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)      # [N, L]
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || pi_ref) per token: exp(ref - logp) - (ref - logp) - 1 >= 0, 0 when equal."""
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+def clipped_policy_loss(logp, old_logp, advantages, eps_low, eps_high):
+    """PPO's clipped surrogate, per token: -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A).
+
+    logp, old_logp [N, L]; advantages [N]. Returns (loss [N, L], ratio [N, L], clipped_low [N, L], clipped_high [N, L]):
+    the clip binds below 1 - eps_low only when A < 0 and above 1 + eps_high only when A > 0.
+    """
+    ratio = torch.exp(logp - old_logp)                                 # [N, L]
+    adv = advantages.unsqueeze(1)                                     # [N, 1]
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high) * adv
+    loss = -torch.minimum(unclipped, clipped)                         # [N, L]
+    return loss, ratio, (ratio < 1 - eps_low) & (adv < 0), (ratio > 1 + eps_high) & (adv > 0)
+
+
+def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seqs: int, n_tokens: int,
+                   max_new_tokens: int) -> torch.Tensor:
+    """Reduce a per-token loss [N, L] over the `mask`ed tokens of one micro-batch, with the *whole* batch's counts
+    (n_seqs sequences, n_tokens tokens), so that micro-batch losses add up to the full batch's loss and gradient.
+
+    token_mean:          sum(loss) / n_tokens
+    seq_mean_token_mean: sum_i (sum_t loss_it / len_i) / n_seqs
+    seq_sum_const:       sum(loss) / (n_seqs * max_new_tokens)
+    """
+    masked = per_token * mask
+    if mode == "token_mean":
+        return masked.sum() / max(n_tokens, 1)
+    if mode == "seq_mean_token_mean":
+        return (masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum() / n_seqs
+    if mode == "seq_sum_const":
+        return masked.sum() / (n_seqs * max_new_tokens)
+    raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+# ---- the model ----
+def build_policy(args):
+    """The base model (with --init-adapter merged in) plus a fresh LoRA adapter; disabling the adapter gives the
+    reference model."""
+    model, tokenizer = verify_lib.load_model(args.model, load_in_4bit=args.load_in_4bit)
+    if args.init_adapter:
+        if args.load_in_4bit:
+            sys.exit("04_grpo.py: --init-adapter cannot be merged into 4-bit weights; merge it first (02_sft.py --merge)")
+        model = peft.PeftModel.from_pretrained(model, args.init_adapter).merge_and_unload()
+    if args.load_in_4bit:
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    elif args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    config = peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                             target_modules="all-linear", task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, config), tokenizer
+
+
+def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
+    """Log-probs of the completion tokens (positions >= n_prompt) of left-padded sequences [N, S] -> [N, S - n_prompt].
+    Position ids count real tokens only, so left padding does not shift them."""
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)    # [N, S]
+    n_completion = input_ids.shape[1] - n_prompt
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                   logits_to_keep=n_completion + 1).logits[:, :-1]    # [N, L, V]: logits at t predict token t + 1
+    return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
+
+
+# ---- rollouts ----
+def rollout(model, tokenizer, examples, args):
+    """G samples for each example. Returns input_ids [N, S] (prompt left-padded, then the answer), attention_mask
+    [N, S], completion_mask [N, L] (answer tokens up to and including EOS; never padding), truncated [N], texts."""
+    chats = [ex.messages or [{"role": "user", "content": ex.prompt}] for ex in examples]
+    prompts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True, return_tensors="pt",
+                                            return_dict=True).to(model.device)
+    g = args.num_generations
+    prompt_ids = prompts["input_ids"].repeat_interleave(g, dim=0)     # [N, P], N = B * G
+    prompt_mask = prompts["attention_mask"].repeat_interleave(g, dim=0)
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
+                             temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
+    completion_mask, truncated = completion_mask_from(completion, tokenizer.eos_token_id)   # [N, L], [N]
+    texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(completion, completion_mask.sum(1))]
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, S]
+    return out, attention_mask, completion_mask, truncated, texts
+
+
+# ---- one update ----
+def completion_mask_from(completion: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which answer tokens are trained: everything up to and including the first EOS, nothing after it (padding, which
+    may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no EOS within L tokens).
+
+    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), eos_id=2)
+    (tensor([[1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1]]), tensor([False,  True]))
+    """
+    is_eos = completion == eos_id
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
+    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
+    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
+
+
+def accumulate_gradients(model, batch: dict, ref_logp: list, old_logp: list, args) -> dict:
+    """Backward the loss of a whole rollout batch, one micro-batch at a time. Each micro-batch loss is divided by the
+    whole batch's sequence and token counts (aggregate_loss), so the accumulated gradient is the full batch's."""
+    ids, attn, mask, adv, n_prompt = (batch[k] for k in ("input_ids", "attention_mask", "loss_mask", "advantages",
+                                                         "n_prompt"))
+    n_seqs, n_tokens = int((mask.sum(dim=1) > 0).sum()), int(mask.sum())
+    stats = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0}
+    for i, c in enumerate(micro_batches(ids.shape[0], args.micro_batch_size)):
+        logp = sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature)        # [n, L]
+        old = old_logp[i] if old_logp else logp.detach()  # one update per batch: the rollout policy is the current one
+        loss, ratio, low, high = clipped_policy_loss(logp, old, adv[c], args.eps, args.eps_high)
+        kl = kl_k3(logp, ref_logp[i]) if ref_logp else torch.zeros_like(logp)                # [n, L]
+        total = aggregate_loss(loss + args.beta * kl, mask[c], args.loss_agg, n_seqs, n_tokens, args.max_new_tokens)
+        total.backward()
+        stats["loss"] += total.item()
+        for key, value in (("kl", kl), ("clip_low", low), ("clip_high", high)):  # token means over the batch
+            stats[key] += (value.detach().float() * mask[c]).sum().item() / max(n_tokens, 1)
+    return stats
+
+
+def policy_update(model, optimizer, scheduler, batch: dict, args) -> dict:
+    """--num-iterations optimizer steps on one rollout batch. Reference log-probs (adapter off) and, for more than one
+    iteration, the rollout policy's log-probs are computed once, before the first step."""
+    ids, attn, n_prompt = batch["input_ids"], batch["attention_mask"], batch["n_prompt"]
+    chunks = micro_batches(ids.shape[0], args.micro_batch_size)
+    ref_logp, old_logp = [], []
+    with torch.no_grad():
+        if args.beta > 0:
+            with model.disable_adapter():
+                ref_logp = [sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature) for c in chunks]
+        if args.num_iterations > 1:
+            old_logp = [sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature) for c in chunks]
+    model.train()
+    for _ in range(args.num_iterations):
+        stats = accumulate_gradients(model, batch, ref_logp, old_logp, args)
+        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return stats  # of the last iteration
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
+# ---- logging helpers ----
+def reward_metrics(results, rewards, truncated, completion_mask, group_size) -> dict:
+    """What practitioners look at: reward and its parts, pass rate per constraint type, lengths, zero-variance groups."""
+    summary = verify_lib.reward_summary(results)
+    per_type: dict[str, list[bool]] = {}
+    for r in results:
+        for check in r.hard:
+            per_type.setdefault("pass/" + check.name.split(":")[0].split("[")[0], []).append(check.passed)
+    lengths = completion_mask.sum(dim=1).float()
+    done = ~truncated
+    groups = rewards.view(-1, group_size)
+    return {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+            "hard_score_mean": summary["hard_score_mean"], "judge_pass_rate": summary["judge_pass_rate"],
+            "judge_asked": summary["judge_asked"], "judge_failed": summary["judge_failed"],
+            "zero_variance_groups": (groups.std(dim=1) == 0).float().mean().item(),
+            "length_mean": lengths.mean().item(),
+            "length_terminated_mean": lengths[done].mean().item() if done.any() else float("nan"),
+            "truncated_share": truncated.float().mean().item(),
+            **{k: sum(v) / len(v) for k, v in sorted(per_type.items())}}
+
+
+def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path) -> None:
+    """Adapter, optimizer, scheduler, RNG states, step and data position, written to a temporary folder and renamed
+    over the previous checkpoint, so that an interruption never leaves a half-written one."""
+    tmp, final = out_dir / "checkpoint.tmp", out_dir / "checkpoint"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapter")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "data": data_state, "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                            "numpy": np.random.get_state()}}, tmp / "state.pt")
+    if final.exists():
+        final.rename(out_dir / "checkpoint.old")
+    tmp.rename(final)
+    shutil.rmtree(out_dir / "checkpoint.old", ignore_errors=True)
+
+
+def plot_curves(metrics_path: Path, out_png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    keys = ["reward_mean", "hard_score_mean", "kl", "length_mean", "zero_variance_groups", "grad_norm"]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    for ax, key in zip(axes.flat, keys):
+        ax.plot([r["step"] for r in rows], [r.get(key, float("nan")) for r in rows])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ---- setup ----
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    try:
+        examples = verify_lib.load_examples(args.data)
+    except (OSError, verify_lib.ExampleError) as e:
+        sys.exit(f"04_grpo.py: {e}" + ("\n  (make it with: python 01_build_data.py)" if isinstance(e, OSError) else ""))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = build_policy(args)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (args.warmup_steps + 1)))
+    judge = verify_lib.Judge(args.judge_url, args.judge_model) if args.judge_url else None
+    if judge is None and args.reward_mode != "rule_only":
+        print("04_grpo.py: no --judge-url: soft constraints are skipped (counted as satisfied)", file=sys.stderr)
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    data_state, start = {"epoch": 0, "position": 0, "order": order}, 0
+    metrics_path = args.out_dir / "metrics.jsonl"
+    if args.resume:
+        state = torch.load(args.out_dir / "checkpoint/state.pt", weights_only=False)
+        peft.set_peft_model_state_dict(model, peft.load_peft_weights(args.out_dir / "checkpoint/adapter"))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        data_state, start = state["data"], state["step"]
+        for log in (metrics_path, args.out_dir / "samples.jsonl"):  # drop what was logged after the checkpoint
+            kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= start]
+            log.write_text("".join(line + "\n" for line in kept))
+    else:
+        metrics_path.write_text("")
+        (args.out_dir / "samples.jsonl").write_text("")
+        (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+
+    # ---- the loop ----
+    for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
+        batch_examples = []
+        while len(batch_examples) < args.prompts_per_step:
+            if data_state["position"] == len(data_state["order"]):
+                data_state = {"epoch": data_state["epoch"] + 1, "position": 0, "order": torch.randperm(
+                    len(examples), generator=torch.Generator().manual_seed(args.seed + data_state["epoch"] + 1)).tolist()}
+            batch_examples.append(examples[data_state["order"][data_state["position"]]])
+            data_state["position"] += 1
+
+        # ---- rollouts ----
+        t0 = time.perf_counter()
+        model.eval()
+        input_ids, attention_mask, completion_mask, truncated, texts = rollout(model, tokenizer, batch_examples, args)
+        t1 = time.perf_counter()
+
+        # ---- rewards (all in verify_lib) ----
+        repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
+        results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode,
+                                          instruction_literal=args.instruction_literal)
+        failed = torch.tensor([r.score is None for r in results])     # a judge failure: no reward, no loss
+        rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])   # [N]
+        advantages = group_advantages(rewards, args.num_generations, args.adv_norm)       # [N]
+        t2 = time.perf_counter()
+
+        # ---- update ----
+        loss_mask = completion_mask * (~failed).long().unsqueeze(1)
+        if args.mask_truncated:
+            loss_mask = loss_mask * (~truncated).long().unsqueeze(1)
+        n_prompt = input_ids.shape[1] - completion_mask.shape[1]
+        update = policy_update(model, optimizer, scheduler, {
+            "input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask,
+            "advantages": advantages.to(input_ids.device), "n_prompt": n_prompt}, args)
+        t3 = time.perf_counter()
+
+        # ---- log and save ----
+        row = {"step": step, **reward_metrics(results, rewards, truncated, completion_mask, args.num_generations),
+               **update, "lr": scheduler.get_last_lr()[0], "epoch": data_state["epoch"],
+               "seconds_generate": t1 - t0, "seconds_reward": t2 - t1, "seconds_update": t3 - t2}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        with open(args.out_dir / "samples.jsonl", "a") as f:
+            for i in range(min(args.log_samples, len(texts))):
+                f.write(json.dumps({"step": step, "prompt": repeated[i].instruction, "completion": texts[i],
+                                    "reward": results[i].score}) + "\n")
+        tqdm.write(f"step {step}: reward {row['reward_mean']:.3f} kl {row['kl']:.4f} len {row['length_mean']:.0f} "
+                   f"zero-var {row['zero_variance_groups']:.2f}")
+        if step % args.save_every == 0 or step == args.steps:
+            save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir)
+
+    # ---- save and report ----
+    model.save_pretrained(args.out_dir / "adapter")
+    plot_curves(metrics_path, args.out_dir / "curves.png")
+    print(f"adapter, metrics and curves in {args.out_dir}")
+
 
 if __name__ == "__main__":
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    sys.exit("04_grpo.py: not built yet (issue #8)")
+    main()

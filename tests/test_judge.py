@@ -181,3 +181,17 @@ def test_extra_body_and_the_api_key_reach_the_server(serve, monkeypatch):
     body = server.bodies[0]
     assert body["structured_outputs"] == {"regex": r"\[\[[01]\]\]"}
     assert body["temperature"] == 0.0 and body["max_tokens"] == 4096 and body["model"] == "judge"
+
+
+def test_complete_returns_plain_text_with_the_same_retries(serve):
+    server = serve(lambda p, n: (503, "busy") if n == 0 else (200, chat_reply(f"echo: {p}", finish_reason="length")))
+    judge = judge_for(server)
+    (reply,) = judge.complete(["hello"], max_tokens=7, temperature=0.7)
+    assert reply == verify_lib.Completion("echo: hello", "length", None)
+    assert server.bodies[-1]["max_tokens"] == 7 and server.bodies[-1]["temperature"] == 0.7
+    assert judge.complete(["again"]) != [] and server.requests == 3  # no cache for plain completions
+
+
+def test_complete_names_a_failure():
+    (reply,) = judge_for(f"http://127.0.0.1:{free_port()}/v1").complete(["hello"])
+    assert reply.text is None and reply.error.startswith("connection:")

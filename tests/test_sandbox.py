@@ -261,7 +261,7 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
     "gradual_memory_bomb": (checker("""
         hoard = []
         while True:
-            hoard.append(bytearray(10 ** 7))
+            hoard.append(bytearray(5 * 10 ** 7))
     """), "memory limit"),
     "deep_recursion": (checker("def f(n):\n    return f(n + 1)\nreturn f(0)"), "exception: RecursionError"),
     "c_stack_overflow": (checker("""

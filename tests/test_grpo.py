@@ -1,0 +1,203 @@
+"""04_grpo.py's maths and loop, on the CPU with a tiny randomly initialised model: the details where GRPO code goes
+wrong (KL and ratio at step 0, zero-variance groups, clip sides, micro-batching, padding, EOS) and exact resume."""
+import importlib
+import json
+import math
+
+import pytest
+import torch
+
+import verify_lib
+
+grpo = importlib.import_module("04_grpo")
+
+
+# ---- the maths ----
+def test_group_advantages_worked_example():
+    adv = grpo.group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), group_size=2)
+    assert torch.allclose(adv, torch.tensor([1 / math.sqrt(2), -1 / math.sqrt(2), 0.0, 0.0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_equal_rewards_give_zero_advantage(norm):
+    adv = grpo.group_advantages(torch.tensor([0.5] * 4 + [0.0] * 4), group_size=4, norm=norm)
+    assert torch.isfinite(adv).all() and torch.equal(adv, torch.zeros(8))
+
+
+def test_dr_grpo_advantage_is_not_divided_by_the_std():
+    adv = grpo.group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), group_size=4, norm="none")
+    assert torch.allclose(adv, torch.tensor([0.75, -0.25, -0.25, -0.25]))
+
+
+def test_k3_matches_the_formula_on_a_hand_made_example():
+    logp, ref = torch.tensor([math.log(0.5), math.log(0.2)]), torch.tensor([math.log(0.25), math.log(0.2)])
+    expected = 0.5 - math.log(0.5) - 1  # exp(ref - logp) - (ref - logp) - 1 with ref - logp = log(0.5)
+    assert torch.allclose(grpo.kl_k3(logp, ref), torch.tensor([expected, 0.0]))
+    assert (grpo.kl_k3(torch.randn(100), torch.randn(100)) >= 0).all()
+
+
+def test_token_logprobs_use_the_sampling_temperature():
+    logits, tokens = torch.randn(2, 3, 11), torch.randint(0, 11, (2, 3))
+    expected = torch.log_softmax(logits / 0.7, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(grpo.token_logprobs(logits, tokens, 0.7), expected)
+
+
+@pytest.mark.parametrize("advantage, ratio, clipped_side, gradient_flows", [
+    (+1.0, 1.5, "high", False),   # A > 0: gains beyond 1 + eps_high are cut
+    (+1.0, 0.5, None, True),      # A > 0 and ratio fell: no clip, the gradient pushes it back up
+    (-1.0, 0.5, "low", False),    # A < 0: moves below 1 - eps are cut
+    (-1.0, 1.5, None, True),      # A < 0 and ratio rose: no clip, the gradient pushes it back down
+    (+1.0, 1.1, None, True),      # inside the trust region
+])
+def test_the_clip_acts_on_the_right_side(advantage, ratio, clipped_side, gradient_flows):
+    logp = torch.tensor([[math.log(ratio)]], requires_grad=True)
+    loss, r, low, high = grpo.clipped_policy_loss(logp, torch.zeros(1, 1), torch.tensor([advantage]), 0.2, 0.28)
+    loss.sum().backward()
+    assert torch.allclose(r, torch.tensor([[ratio]]))
+    assert (low.item(), high.item()) == (clipped_side == "low", clipped_side == "high")
+    assert (logp.grad.abs().item() > 0) == gradient_flows
+
+
+def test_aggregate_loss_modes_on_a_hand_made_batch():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    assert grpo.aggregate_loss(per_token, mask, "token_mean", 2, 4, 3).item() == pytest.approx(10 / 4)
+    assert grpo.aggregate_loss(per_token, mask, "seq_mean_token_mean", 2, 4, 3).item() == pytest.approx((2 + 4) / 2)
+    assert grpo.aggregate_loss(per_token, mask, "seq_sum_const", 2, 4, 3).item() == pytest.approx(10 / 6)
+
+
+def test_eos_is_trained_and_what_follows_it_is_not():
+    eos = 2  # SmolLM2 pads with its EOS id, so only the first EOS counts
+    mask, truncated = grpo.completion_mask_from(torch.tensor([[9, eos, eos, eos], [eos, 9, 9, 9], [9, 9, 9, 9]]), eos)
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]]
+    assert truncated.tolist() == [False, False, True]
+
+
+# ---- the model ----
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    args = grpo.parse_args(["--model", str(tiny_model_dir), "--lora-r", "4", "--lora-alpha", "8"])
+    torch.manual_seed(0)
+    model, tokenizer = grpo.build_policy(args)
+    return model, tokenizer, args
+
+
+def sample_batch(tokenizer, n=8, length=12, pad=(0, 3, 1, 0, 2, 0, 1, 3)):
+    """Left-padded sequences: pad[i] pads, then a 3-token 'prompt' region; the last 6 positions are the answer."""
+    torch.manual_seed(1)
+    ids = torch.randint(10, 1000, (n, length))
+    attn = torch.ones(n, length, dtype=torch.long)
+    for i in range(n):
+        ids[i, :pad[i % len(pad)]] = tokenizer.pad_token_id
+        attn[i, :pad[i % len(pad)]] = 0
+    loss_mask = torch.ones(n, 6, dtype=torch.long)
+    loss_mask[0, 4:] = 0
+    loss_mask[5, 2:] = 0
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask, "n_prompt": length - 6,
+            "advantages": torch.linspace(-1, 1, n)}
+
+
+def test_a_fresh_lora_gives_exactly_zero_kl_and_a_ratio_of_one(policy):
+    model, tokenizer, args = policy
+    b = sample_batch(tokenizer)
+    with torch.no_grad():
+        logp = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+        with model.disable_adapter():
+            ref = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+    assert torch.equal(grpo.kl_k3(logp, ref), torch.zeros_like(logp))
+    _, ratio, _, _ = grpo.clipped_policy_loss(logp, logp.detach(), b["advantages"], 0.2, 0.2)
+    assert torch.equal(ratio, torch.ones_like(ratio))
+
+
+def test_equal_rewards_with_zero_beta_give_zero_gradient(policy):
+    model, tokenizer, args = policy
+    b = dict(sample_batch(tokenizer), advantages=torch.zeros(8))
+    model.zero_grad(set_to_none=True)
+    grpo.accumulate_gradients(model, b, [], [], grpo.parse_args(["--beta", "0"]))
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
+
+
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "seq_sum_const"])
+def test_four_micro_batches_give_the_full_batch_gradient(policy, loss_agg):
+    model, tokenizer, _ = policy
+    b = sample_batch(tokenizer)
+    with torch.no_grad():  # a non-zero adapter, so that the KL term has a gradient too
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    with torch.no_grad(), model.disable_adapter():
+        ref_full = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+    grads = []
+    for size in (8, 2):
+        args = grpo.parse_args(["--micro-batch-size", str(size), "--loss-agg", loss_agg, "--beta", "0.1"])
+        refs = [ref_full[c] for c in grpo.micro_batches(8, size)]
+        model.zero_grad(set_to_none=True)
+        grpo.accumulate_gradients(model, b, refs, [], args)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    assert grads[0].abs().max() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+
+
+def test_logprobs_do_not_change_with_left_padding(policy):
+    model, tokenizer, _ = policy
+    seq = torch.randint(10, 1000, (1, 9))
+    rows = []
+    for pads in (0, 1, 4):
+        ids = torch.cat([torch.full((1, pads), tokenizer.pad_token_id), seq], dim=1)
+        attn = torch.cat([torch.zeros(1, pads, dtype=torch.long), torch.ones(1, 9, dtype=torch.long)], dim=1)
+        with torch.no_grad():
+            rows.append(grpo.sequence_logprobs(model, ids, attn, ids.shape[1] - 4, 1.0))
+    assert torch.allclose(rows[0], rows[1], atol=1e-5) and torch.allclose(rows[0], rows[2], atol=1e-5)
+
+
+# ---- the loop ----
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    rows = [{"id": f"ex{i}", "prompt": prompt, "soft": [],
+             "hard": [{"id": "punctuation:no_comma", "kwargs": {}},
+                      {"id": "length_constraints:number_words", "kwargs": {"num_words": 6, "relation": "less than"}}]}
+            for i, prompt in enumerate(["Say hi.", "Name a colour.", "Count to three.", "Greet a friend."])]
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(verify_lib.load_examples(path)) == 4
+    return path
+
+
+def run(tiny_model_dir, train_file, out_dir, *extra):
+    grpo.main(["--model", str(tiny_model_dir), "--data", str(train_file), "--out-dir", str(out_dir),
+               "--prompts-per-step", "2", "--num-generations", "4", "--max-new-tokens", "8", "--lr", "1e-2",
+               "--micro-batch-size", "4", "--lora-r", "4", "--save-every", "100", *extra])
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("seconds_")} for r in rows]
+
+
+def test_two_steps_then_resume_two_steps_equals_four_steps(tiny_model_dir, train_file, tmp_path):
+    straight = run(tiny_model_dir, train_file, tmp_path / "a", "--steps", "4")
+    run(tiny_model_dir, train_file, tmp_path / "b", "--steps", "2")
+    resumed = run(tiny_model_dir, train_file, tmp_path / "b", "--steps", "4", "--resume")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert comparable(resumed) == comparable(straight)
+    assert (tmp_path / "b/adapter/adapter_model.safetensors").exists() and (tmp_path / "b/curves.png").exists()
+    assert len((tmp_path / "b/samples.jsonl").read_text().splitlines()) == 4 * 2
+    expected = {"reward_mean", "reward_std", "kl", "clip_low", "clip_high", "grad_norm", "zero_variance_groups",
+                "length_mean", "truncated_share", "pass/punctuation", "pass/length_constraints", "seconds_generate"}
+    assert expected <= set(straight[0])
+
+
+def test_a_missing_data_file_says_how_to_make_it(tiny_model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="01_build_data.py"):
+        grpo.main(["--model", str(tiny_model_dir), "--data", str(tmp_path / "none.jsonl"), "--out-dir", str(tmp_path)])
+
+
+def test_the_paper_setting_fills_unset_sizes():
+    args = grpo.parse_args(["--setting", "paper", "--lr", "3e-6"])
+    assert (args.prompts_per_step, args.num_generations, args.max_new_tokens, args.lr) == (32, 16, 4096, 3e-6)
+    assert (args.beta, args.eps, args.eps_high, args.temperature, args.num_iterations) == (1e-3, 0.2, 0.2, 1.0, 1)
