@@ -104,9 +104,14 @@ def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group"
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log pi(token_t | prefix) under the sampling distribution softmax(logits / T). logits [N, L, V], tokens [N, L]."""
-    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)   # [N, L, V]
-    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)      # [N, L]
+    """log pi(token_t | prefix) under the sampling distribution softmax(logits / T). logits [N, L, V], tokens [N, L].
+    One sequence at a time, so that at most one float32 [L, V] copy exists (large vocabularies, long answers)."""
+    rows = []
+    for row_logits, row_tokens in zip(logits, tokens):                # [L, V], [L]
+        scaled = row_logits.float() / temperature
+        picked = scaled.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1)   # [L]
+        rows.append(picked - torch.logsumexp(scaled, dim=-1))
+    return torch.stack(rows)                                          # [N, L]
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
