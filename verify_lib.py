@@ -5,7 +5,8 @@ keywords) are checked by code, *soft* ones (style, content) by an LLM judge. Thi
 glue that every stage imports. Sections, in reading order:
 
   1. Schema   the canonical example, one JSON object per line; its loader and VerInstruct's
-              -> Example, ExampleError, load_examples, load_verinstruct, parse_example, read_jsonl
+              -> Example, ExampleError, load_examples, load_verinstruct, from_verinstruct, parse_example,
+                 read_jsonl
   2. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics
   3. Sandbox  generated `check_following` code, run in worker processes that nothing escapes
@@ -51,7 +52,7 @@ from typing import Any, Callable, Iterable, Sequence
 import httpx
 
 __all__ = [
-    "Example", "ExampleError", "load_examples", "load_verinstruct", "parse_example", "read_jsonl",
+    "Example", "ExampleError", "load_examples", "load_verinstruct", "from_verinstruct", "parse_example", "read_jsonl",
     "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
     "run_code_checks", "CodeSandbox", "CodeCheckResult",
     "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
@@ -125,7 +126,7 @@ def load_verinstruct(path: str | Path) -> tuple[list[Example], list[dict]]:
     examples, untagged = [], []
     for lineno, row in read_jsonl(path, error=ExampleError):
         try:
-            example, skipped = _from_verinstruct(row)
+            example, skipped = from_verinstruct(row)
         except ValueError as e:
             raise ExampleError(f"{path}:{lineno}: {e}") from None
         examples.append(example)
@@ -158,7 +159,8 @@ def parse_example(row: Any) -> Example:
                    hard=hard, soft=soft, source=_expect(row, "source", str) or "")
 
 
-def _from_verinstruct(row: Any) -> tuple[Example, list[str]]:
+def from_verinstruct(row: Any) -> tuple[Example, list[str]]:
+    """One VerInstruct row as (Example, untagged checkers); ValueError says what is wrong (see load_verinstruct)."""
     if not isinstance(row, dict):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
     if "prompt" not in row:
