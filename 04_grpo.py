@@ -13,7 +13,7 @@ Settings (`--setting`, any flag given explicitly wins):
   prompts per step    4               32
   num generations G   16              16
   max new tokens      48              4096
-  learning rate       2e-5 (LoRA)     1e-6 (VerIF trains all weights; LoRA usually needs 10-100x more)
+  learning rate       5e-5 (LoRA)     1e-6 (VerIF trains all weights; LoRA usually needs 10-100x more)
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
 Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/ and checkpoint/.
 """
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import verify_lib
 
-SETTINGS = {"cpu": {"prompts_per_step": 4, "max_new_tokens": 48, "lr": 2e-5},
+SETTINGS = {"cpu": {"prompts_per_step": 4, "max_new_tokens": 48, "lr": 5e-5},
             "paper": {"prompts_per_step": 32, "max_new_tokens": 4096, "lr": 1e-6}}
 
 
@@ -46,12 +46,12 @@ def parse_args(argv=None):
     a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
     a("--out-dir", type=Path, default=Path("runs/grpo"))
     a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: cpu demo or the paper's (see above)")
-    a("--steps", type=int, default=30, help="optimizer steps on fresh rollouts")
+    a("--steps", type=int, default=15, help="optimizer steps, one per rollout batch (15: the CPU demo, ~15 min)")
     a("--prompts-per-step", type=int, help="prompts per rollout batch (cpu 4, paper 32: VerIF)")
     a("--num-generations", type=int, default=16, help="G, samples per prompt (16: VerIF)")
     a("--max-new-tokens", type=int, help="answer length limit (cpu 48, paper 4096: VerIF)")
     a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
-    a("--lr", type=float, help="AdamW learning rate (cpu 2e-5 for LoRA, paper 1e-6: VerIF, full fine-tuning)")
+    a("--lr", type=float, help="AdamW learning rate (cpu 5e-5 for LoRA, paper 1e-6: VerIF, full fine-tuning)")
     a("--warmup-steps", type=int, default=0, help="linear warmup, then constant (0: VerIF/verl)")
     a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01: verl)")
     a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: verl)")

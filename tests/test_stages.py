@@ -1,4 +1,5 @@
-"""The stages as a user runs them: --help works everywhere, unbuilt stages refuse in one line, 05_eval scores files."""
+"""The stages as a user runs them: --help works everywhere, unbuilt stages refuse in one line, 05_eval scores files
+(05_eval.py's generation, resuming and report: tests/test_eval.py)."""
 import json
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-UNBUILT = {"01_build_data.py": 5, "02_sft.py": 6, "03_distill_verifier.py": 6, "04_grpo.py": 8}
+UNBUILT = {"02_sft.py": 6, "03_distill_verifier.py": 6}
 GPT4 = ROOT / "data/ifeval/input_response_data_gpt4_20231107_145030.jsonl"
 
 
@@ -14,7 +15,7 @@ def run(*args):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("stage", [*UNBUILT, "05_eval.py"])
+@pytest.mark.parametrize("stage", [*UNBUILT, "01_build_data.py", "04_grpo.py", "05_eval.py"])
 def test_help_describes_the_stage(stage):
     out = run(stage, "--help")
     assert out.returncode == 0, out.stderr
@@ -29,9 +30,9 @@ def test_an_unbuilt_stage_exits_nonzero_with_one_line(stage, issue):
     assert out.stderr.strip().splitlines() == [f"{stage}: not built yet (issue #{issue})"]
 
 
-def test_eval_without_responses_says_generation_is_not_built():
-    out = run("05_eval.py")
-    assert out.returncode != 0 and "not built yet (issue #7)" in out.stderr
+def test_eval_refuses_two_jobs_at_once():
+    out = run("05_eval.py", "--responses", GPT4, "--compare", "runs/eval/a")
+    assert out.returncode == 2 and "--responses and --compare are two different jobs" in out.stderr
 
 
 def test_eval_scores_the_gpt4_responses(tmp_path):

@@ -1,0 +1,259 @@
+"""05_eval.py as specifications: the GPT-4 reference numbers, resuming, generation with a tiny model, the server
+backend against a scripted server, held-out VerIF scores, and the side-by-side report. All on CPU in seconds."""
+import importlib.util
+import json
+
+import pytest
+from conftest import ROOT
+from scripted_server import ScriptedServer, chat_reply, quoted_response
+
+import verify_lib
+
+spec = importlib.util.spec_from_file_location("eval05", ROOT / "05_eval.py")
+eval05 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(eval05)
+
+GPT4 = ROOT / "data/ifeval/input_response_data_gpt4_20231107_145030.jsonl"
+NO_COMMA = {"id": "punctuation:no_comma", "kwargs": {}}
+
+
+@pytest.fixture
+def verif_eval(tmp_path):
+    """A held-out file in the canonical schema: one prompt, one chat; hard and soft constraints."""
+    rows = [{"id": "p", "prompt": "Say hi.", "hard": [NO_COMMA], "soft": ["The tone is warm."], "source": "test"},
+            {"id": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "Name a colour."}],
+             "hard": [], "soft": ["It names a colour."], "source": "test"}]
+    path = tmp_path / "verif_eval.jsonl"
+    path.write_text("".join(json.dumps(verify_lib.parse_example(r).to_json()) + "\n" for r in rows))
+    return path
+
+
+def rows_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---- IFEval scoring of a responses file ----
+def test_gpt4_responses_give_the_published_numbers_but_for_the_random_letter_prompt(tmp_path, capsys):
+    eval05.main(["--responses", str(GPT4), "--out", str(tmp_path / "m.json")])
+    out = capsys.readouterr().out
+    for line in ("prompt-level strict        77.08", "instruction-level strict   83.69",
+                 "prompt-level loose         79.67", "instruction-level loose    85.61"):
+        assert line in out
+    assert "keys 1122 and 1129" in out and "76.89 / 83.57 published" in out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    strict = {p["key"]: p["strict"] for p in metrics["per_prompt"]}
+    assert all(strict[1122])  # GPT-4's four '#' count as the letter given; the 2023 reference drew a random one
+    prompts_passed = sum(all(v) for v in strict.values())
+    instructions = sum(map(len, strict.values()))
+    passed = sum(map(sum, strict.values()))
+    assert f"{100 * (prompts_passed - 1) / 541:.2f}" == "76.89"  # the published numbers, with 1122 failing
+    assert f"{100 * (passed - 1) / instructions:.2f}" == "83.57"
+
+
+# ---- responses on disk, resumed by key ----
+class CountingBackend:
+    """A stand-in model: answers 'answer to <last user turn>' and remembers what it was asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __call__(self):
+        def generate(chats):
+            self.asked += [c[-1]["content"] for c in chats]
+            return [eval05.Generation(f"answer to {c[-1]['content']}") for c in chats]
+        return generate
+
+
+def items(n):
+    return eval05.ifeval_items([{"key": k, "prompt": f"prompt {k}"} for k in range(n)])
+
+
+def test_resuming_skips_finished_prompts(tmp_path):
+    path, backend = tmp_path / "r.jsonl", CountingBackend()
+    eval05.generate_into(path, items(3), "key", backend, batch_size=2)
+    rows = eval05.generate_into(path, items(5), "key", backend, batch_size=2)
+    assert backend.asked == ["prompt 0", "prompt 1", "prompt 2", "prompt 3", "prompt 4"]
+    assert [r["key"] for r in rows] == [0, 1, 2, 3, 4] and len(rows_of(path)) == 5
+    assert eval05.generate_into(path, items(5), "key", backend, batch_size=2) == rows
+    assert len(backend.asked) == 5
+
+
+def test_a_cut_off_last_line_is_dropped_and_generated_again(tmp_path, capsys):
+    path, backend = tmp_path / "r.jsonl", CountingBackend()
+    eval05.generate_into(path, items(3), "key", backend, batch_size=3)
+    path.write_text(path.read_text()[:-20])  # a crash in the middle of writing the third row
+    rows = eval05.generate_into(path, items(3), "key", backend, batch_size=3)
+    assert "removed a cut-off last line (line 3)" in capsys.readouterr().err
+    assert backend.asked[3:] == ["prompt 2"]
+    assert rows_of(path) == rows and [r["key"] for r in rows] == [0, 1, 2]
+
+
+def test_a_bad_row_in_a_responses_file_names_file_and_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"key": 0, "response": "a"}\n{"key": 1}\n{"key": 2, "response": "c"}\n')
+    with pytest.raises(SystemExit, match=rf"{path}:2: a responses row needs 'key'"):
+        eval05.generate_into(path, items(3), "key", CountingBackend(), batch_size=2)
+    path.write_text('{"key": 0, "response": "a"}\n{"key": 1, \n{"key": 2, "response": "c"}\n')
+    with pytest.raises(SystemExit, match=rf"{path}:2: malformed JSON"):
+        eval05.generate_into(path, items(3), "key", CountingBackend(), batch_size=2)
+
+
+def test_a_failed_prompt_is_not_saved_and_the_run_exits_nonzero(tmp_path):
+    def backend():
+        return lambda chats: [eval05.Generation(None, error="HTTP 400: too long") if "1" in c[-1]["content"]
+                              else eval05.Generation("ok") for c in chats]
+    path = tmp_path / "r.jsonl"
+    with pytest.raises(SystemExit, match=r"no response for 1 prompt\(s\) \(first: 1: HTTP 400: too long\)"):
+        eval05.generate_into(path, items(3), "key", backend, batch_size=3)
+    assert [r["key"] for r in rows_of(path)] == [0, 2]
+
+
+# ---- generation with a tiny model (HF backend) ----
+def test_a_tiny_model_writes_well_formed_responses_and_metrics(tmp_path, tiny_model_dir, verif_eval, capsys):
+    run = tmp_path / "run"
+    eval05.main(["--model", str(tiny_model_dir), "--limit", "3", "--max-new-tokens", "5", "--batch-size", "2",
+                 "--verif-eval", str(verif_eval), "--run-dir", str(run)])
+    ifeval = rows_of(run / "ifeval_responses.jsonl")
+    keys = [json.loads(line)["key"] for line in eval05.IFEVAL_INPUT.read_text().splitlines()[:3]]
+    assert [r["key"] for r in ifeval] == keys
+    for r in ifeval:
+        assert set(r) == {"key", "prompt", "response", "truncated"} and isinstance(r["response"], str)
+    verif = rows_of(run / "verif_responses.jsonl")
+    assert [(r["id"], "prompt" in r, "messages" in r) for r in verif] == [("p", True, False), ("m", False, True)]
+    metrics = json.loads((run / "ifeval_metrics.json").read_text())
+    assert metrics["n"] == 3 and len(metrics["per_prompt"]) == 3
+    assert {"prompt_strict", "inst_strict", "prompt_loose", "inst_loose", "per_category"} <= set(metrics)
+    verif_metrics = json.loads((run / "verif_metrics.json").read_text())
+    assert (verif_metrics["n"], verif_metrics["n_with_hard"], verif_metrics["soft_pass_rate"]) == (2, 1, None)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"], config["max_new_tokens"], config["temperature"]) == (str(tiny_model_dir), 5, 0.0)
+    out = capsys.readouterr().out
+    assert "IFEval on 3 prompts" in out and "VerIF held-out on 2 examples" in out and "no judge" in out
+
+
+def test_greedy_generation_is_repeatable_and_decodes_only_new_tokens(tiny_model_dir):
+    import transformers
+
+    args = eval05.parse_args(["--model", str(tiny_model_dir), "--max-new-tokens", "4"])
+    generate = eval05.hf_backend(args)
+    chats = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "A much longer prompt than the other"}]]
+    first = generate(chats)
+    assert generate(chats) == first  # greedy
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    for g in first:  # at most the 4 new tokens, never the prompt
+        assert len(tokenizer(g.text, add_special_tokens=False).input_ids) <= 4
+
+
+def lora_adapter(model_dir, out):
+    import peft
+    import torch
+    import transformers
+
+    torch.manual_seed(1)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft.get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+def test_adapters_are_merged_in_training_order(tmp_path, tiny_model_dir):
+    sft = lora_adapter(tiny_model_dir, tmp_path / "sft")
+    grpo = lora_adapter(tiny_model_dir, tmp_path / "grpo/adapter")  # 04_grpo.py's layout: <out-dir>/adapter
+    command = ["--model", str(tiny_model_dir), "--adapter", str(sft), str(grpo), "--tasks", "ifeval",
+               "--limit", "2", "--max-new-tokens", "3"]
+    assert eval05.default_run_dir(eval05.parse_args(command)).name == f"{tiny_model_dir.name}+sft+grpo"
+    eval05.main(command + ["--run-dir", str(tmp_path / "run")])
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["adapter"] == [str(sft), str(grpo)]
+    assert len(rows_of(tmp_path / "run/ifeval_responses.jsonl")) == 2
+    with pytest.raises(SystemExit):  # vLLM takes one LoRA: refused before anything loads
+        eval05.parse_args(command + ["--backend", "vllm"])
+
+
+def test_a_rerun_with_other_generation_settings_is_refused(tmp_path, tiny_model_dir):
+    run = ["--model", str(tiny_model_dir), "--limit", "1", "--max-new-tokens", "3", "--run-dir", str(tmp_path / "run"),
+           "--tasks", "ifeval"]
+    eval05.main(run)
+    eval05.main(run + ["--limit", "2"])  # more prompts, same settings: resumes
+    assert len(rows_of(tmp_path / "run/ifeval_responses.jsonl")) == 2
+    with pytest.raises(SystemExit, match=r"other settings \(max_new_tokens: 3 -> 4\)"):
+        eval05.main(run + ["--max-new-tokens", "4"])
+
+
+def test_vllm_backend_without_vllm_names_the_install_command(tmp_path):
+    if importlib.util.find_spec("vllm"):
+        pytest.skip("vllm is installed here")
+    with pytest.raises(SystemExit, match=r"-m pip install vllm") as e:
+        eval05.main(["--backend", "vllm", "--run-dir", str(tmp_path / "run")])
+    assert "--backend vllm needs the vllm package" in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+# ---- the server backend and the judge, against scripted servers ----
+def test_server_backend_sends_whole_chats_greedy_and_without_a_seed(tmp_path, verif_eval):
+    server = ScriptedServer(lambda prompt, n: (200, chat_reply("Hello there.")))
+    try:
+        eval05.main(["--server-url", server.url, "--server-model", "policy", "--limit", "2", "--max-new-tokens", "7",
+                     "--verif-eval", str(verif_eval), "--run-dir", str(tmp_path / "run")])
+    finally:
+        server.close()
+    assert len(server.bodies) == 4
+    for body in server.bodies:
+        assert (body["model"], body["temperature"], body["max_tokens"]) == ("policy", 0.0, 7)
+        assert "seed" not in body
+    assert [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}] in \
+        [b["messages"] for b in server.bodies]
+    assert [r["response"] for r in rows_of(tmp_path / "run/verif_responses.jsonl")] == ["Hello there."] * 2
+
+
+def test_verif_scores_hard_and_soft_pass_rates_and_the_reward(tmp_path, verif_eval):
+    # the policy answers with a comma to 'Say hi.'; the judge passes every response that names a colour
+    policy = ScriptedServer(lambda prompt, n: (200, chat_reply("Hi, friend." if prompt == "Say hi." else "Blue.")))
+    judge = ScriptedServer(lambda prompt, n: (200, chat_reply("[[1]]" if "Blue" in quoted_response(prompt)
+                                                              else "[[0]]")))
+    try:
+        eval05.main(["--server-url", policy.url, "--server-model", "policy", "--tasks", "verif", "--verif-eval",
+                     str(verif_eval), "--judge-url", judge.url, "--run-dir", str(tmp_path / "run")])
+    finally:
+        policy.close(), judge.close()
+    m = json.loads((tmp_path / "run/verif_metrics.json").read_text())
+    assert (m["hard_pass_rate"], m["soft_pass_rate"], m["soft_failed"]) == (0.0, 0.5, 0)
+    assert [(e["id"], e["reward"], e["soft"]) for e in m["per_example"]] == [("p", 0.0, 0), ("m", 1.0, 1)]
+    assert m["reward_mean"] == 0.5 and m["mode"] == "product"
+    assert judge.requests == 2  # 'p' has hard score 0: the reward skips it, the soft pass rate asks it once
+
+
+# ---- the side-by-side report ----
+def ifeval_run(run_dir, responses):
+    rows = [{"key": k, "prompt": "No commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+            for k in range(len(responses))]
+    eval05.write_json(run_dir / "ifeval_metrics.json", eval05.score_ifeval(rows, responses, run_dir))
+    eval05.write_json(run_dir / "config.json", {"model": run_dir.name, "backend": "hf"})
+
+
+def test_the_compare_report_puts_two_runs_side_by_side_with_deltas(tmp_path):
+    ifeval_run(tmp_path / "base", ["a, b", "c, d"])
+    ifeval_run(tmp_path / "grpo", ["a b", "c, d"])
+    eval05.write_json(tmp_path / "grpo/verif_metrics.json", {"n": 4, "mode": "product", "hard_pass_rate": 0.75,
+                                                             "reward_mean": 0.6})
+    eval05.main(["--compare", str(tmp_path / "base"), str(tmp_path / "grpo"), "--out", str(tmp_path / "report")])
+    table = (tmp_path / "report/compare.md").read_text()
+    assert "| metric | base | grpo |" in table
+    assert "| IFEval prompt-level strict | 0.00 | 50.00 (+50.00) |" in table
+    assert "| IFEval punctuation (instruction strict) | 0.00 | 50.00 (+50.00) |" in table
+    assert "| VerIF hard pass rate | – | 75.00 |" in table
+    assert (tmp_path / "report/compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_compare_report_warns_when_runs_scored_different_prompt_sets(tmp_path):
+    ifeval_run(tmp_path / "a", ["x"])
+    ifeval_run(tmp_path / "b", ["x", "y"])
+    eval05.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "report")])
+    assert "different numbers of IFEval prompts ([1, 2])" in (tmp_path / "report/compare.md").read_text()
+
+
+def test_compare_refuses_a_folder_without_metrics(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="empty: no ifeval_metrics.json or verif_metrics.json"):
+        eval05.main(["--compare", str(tmp_path / "empty"), "--out", str(tmp_path / "report")])
