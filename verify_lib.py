@@ -1322,11 +1322,14 @@ class Judge:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def complete(self, prompts: Sequence[str], *, max_tokens: int | None = None,
-                 temperature: float | None = None) -> list["Completion"]:
+    def complete(self, prompts: Sequence[str | list[dict]], *, max_tokens: int | None = None,
+                 temperature: float | None = None, **extra) -> list["Completion"]:
         """Plain chat completions from the same server, with the same concurrency, timeout and retries, but no verdict
-        parsing and no cache: for other LLM work (01_build_data.py's back-translation, a distillation teacher)."""
+        parsing and no cache: for other LLM work (back-translation, a distillation teacher, 05_eval.py's server
+        backend). A prompt is a user message's text or a whole chat ([{"role", "content"}, ...]); `extra` goes into
+        the request body (e.g. top_p)."""
         overrides = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
+        overrides.update(extra)
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(prompts)))) as pool:
             return list(pool.map(lambda prompt: self._post(prompt, overrides), prompts))
 
@@ -1342,8 +1345,9 @@ class Judge:
             self._count("errors")
         return verdict
 
-    def _post(self, prompt: str, overrides: dict) -> "Completion":
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+    def _post(self, prompt: str | list[dict], overrides: dict) -> "Completion":
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        body = {"model": self.model, "messages": messages,
                 "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra_body, **overrides}
         for attempt in range(self.retries + 1):
             self._count("requests")

@@ -4,7 +4,6 @@ Hostile checkers must fail with a reason, within the time limit plus a small mar
 and leave the pool giving exact verdicts on the next checks; realistic checkers must get the verdicts plain Python
 gives them.
 """
-import json
 import os
 import signal
 import socket
