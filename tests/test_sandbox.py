@@ -206,13 +206,15 @@ def test_sources_that_could_reach_shared_state_run_forked_with_plain_python_verd
 
 
 def test_memory_parked_in_shared_caches_is_not_taken_from_the_next_check():
-    # typing keeps subscripted generics in an lru_cache: a fast-path checker can park ~100 MB there.
+    # typing keeps subscripted generics in an lru_cache: a fast-path checker can park over 100 MB there (each string is
+    # also compiled), and a later check still needs most of its 256 MB budget (without the retirement the two together
+    # pass the address-space limit).
     parks_memory = checker("""
         for k in range(10):
             typing.List["a" * (10 * 2 ** 20) + str(k)]
         return True
     """, prelude="import typing\n")
-    needs_the_budget = checker("return len(bytearray(240 * 2 ** 20)) > 0")
+    needs_the_budget = checker("return len(bytearray(200 * 2 ** 20)) > 0")
     with CodeSandbox(workers=1, timeout_s=5.0, memory_mb=256) as sandbox:
         results = sandbox.run([(parks_memory, "i", "r"), (needs_the_budget, "i", "r"), (needs_the_budget, "i", "r")])
         assert results == [CodeCheckResult(True)] * 3
