@@ -917,7 +917,7 @@ def _worker_main(timeout_s, memory_mb):
             runner.cache.clear()
         for digest, source, instruction, response in batch:
             os.write(results_fd, runner.check(digest, source, instruction, response))
-            if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > runner.retire_rss_kb:
+            if runner.address_space() > runner.retire_at:
                 os.write(results_fd, b"X\n")  # earlier checks must not eat into a later check's memory: retire
                 os._exit(0)
 
@@ -944,7 +944,14 @@ class _CheckRunner:
         # is off so that one check's garbage is never collected on a later check's clock (see check()).
         gc.freeze()
         gc.disable()
-        self.retire_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + memory_mb * 1024 * _RETIRE_FRACTION
+        # Retire on the address space (what RLIMIT_AS limits), read from /proc: ru_maxrss would not do, since a
+        # process keeps the peak RSS of the (possibly large) parent it was forked from across exec.
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+        self.retire_at = self.address_space() + memory_mb * 2**20 * _RETIRE_FRACTION
+
+    def address_space(self):
+        """Bytes of address space in use now."""
+        return int(os.pread(self.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
     def check(self, digest, source, instruction, response):
         """Run one check; return its result line for the parent: compiled flag, forked flag, status, newline."""
