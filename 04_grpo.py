@@ -9,11 +9,13 @@ and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penal
 model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
 
 Settings (`--setting`, any flag given explicitly wins):
-                      cpu (default)   paper (VerIF, on GPUs)
-  prompts per step    4               32
-  num generations G   16              16
-  max new tokens      48              4096
-  learning rate       5e-5 (LoRA)     1e-6 (VerIF trains all weights; LoRA usually needs 10-100x more)
+                      cpu (default)             paper (VerIF, on GPUs)
+  prompts per step    8                         32
+  num generations G   8                         16
+  max new tokens      48                        4096
+  learning rate       5e-4 (LoRA)               1e-6 (VerIF trains all weights; LoRA usually needs 10-100x more)
+  training prompts    8 (--max-prompts) with    all
+                      short-answer constraints  (--only-constraints)
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
 Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/ and checkpoint/.
 """
@@ -32,8 +34,18 @@ from tqdm import tqdm
 
 import verify_lib
 
-SETTINGS = {"cpu": {"prompts_per_step": 4, "max_new_tokens": 48, "lr": 5e-5},
-            "paper": {"prompts_per_step": 32, "max_new_tokens": 4096, "lr": 1e-6}}
+# What a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of these (a title,
+# keywords, counts of words, sentences or letters, case, commas, ...), not on those that need a long or well-ended answer
+# (an end phrase, closing quotes, JSON, bullet or paragraph counts), which a 135M model cut at 48 tokens never meets.
+SHORT_ANSWER_CONSTRAINTS = (
+    "detectable_format:title", "detectable_format:number_highlighted_sections", "detectable_content:postscript",
+    "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
+    "length_constraints:number_words", "length_constraints:number_sentences", "change_case:english_lowercase",
+    "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language")
+SETTINGS = {"cpu": {"prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
+                    "only_constraints": SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
+            "paper": {"prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096, "lr": 1e-6,
+                      "only_constraints": (), "max_prompts": 0}}
 
 
 # ---- arguments ----
@@ -41,16 +53,25 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--data", type=Path, default=Path("data/verif_train.jsonl"), help="canonical examples (01_build_data.py)")
+    a("--only-constraints", nargs="*", metavar="ID",
+      help="train only on examples whose hard constraints are all among these ids (cpu: SHORT_ANSWER_CONSTRAINTS, "
+           "the ones a 48-token answer can meet; paper: all). Given with no ids: all")
+    a("--max-prompts", type=int, metavar="N",
+      help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
+           "learning them rather than the luck of the draw; paper: 0, all)")
     a("--model", default=None, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
     a("--out-dir", type=Path, default=Path("runs/grpo"))
     a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: cpu demo or the paper's (see above)")
     a("--steps", type=int, default=15, help="optimizer steps, one per rollout batch (15: the CPU demo, ~15 min)")
     a("--prompts-per-step", type=int, help="prompts per rollout batch (cpu 4, paper 32: VerIF)")
-    a("--num-generations", type=int, default=16, help="G, samples per prompt (16: VerIF)")
+    a("--num-generations", type=int, help="G, samples per prompt (cpu 8, paper 16: VerIF)")
     a("--max-new-tokens", type=int, help="answer length limit (cpu 48, paper 4096: VerIF)")
+    a("--rollout-cache", choices=["dynamic", "static"], default="dynamic",
+      help="KV cache of the rollouts: static preallocates it, and on a GPU transformers then compiles the decoding "
+           "step (torch.compile, CUDA graphs); the same samples, faster decoding once compiled")
     a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
-    a("--lr", type=float, help="AdamW learning rate (cpu 5e-5 for LoRA, paper 1e-6: VerIF, full fine-tuning)")
+    a("--lr", type=float, help="AdamW learning rate (cpu 5e-4 for LoRA, paper 1e-6: VerIF, full fine-tuning)")
     a("--warmup-steps", type=int, default=0, help="linear warmup, then constant (0: VerIF/verl)")
     a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01: verl)")
     a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: verl)")
@@ -161,23 +182,38 @@ def build_policy(args):
         if args.load_in_4bit:
             sys.exit("04_grpo.py: --init-adapter cannot be merged into 4-bit weights; merge it first (02_sft.py --merge)")
         model = peft.PeftModel.from_pretrained(model, args.init_adapter).merge_and_unload()
-    if args.load_in_4bit:
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
-    elif args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    config = peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
-    return peft.get_peft_model(model, config), tokenizer
+    return verify_lib.add_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                               gradient_checkpointing=args.gradient_checkpointing), tokenizer
 
 
-def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
+def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float,
+                      share_prompts: bool = True) -> torch.Tensor:
     """Log-probs of the completion tokens (positions >= n_prompt) of left-padded sequences [N, S] -> [N, S - n_prompt].
-    Position ids count real tokens only, so left padding does not shift them."""
+    Position ids count real tokens only, so left padding does not shift them.
+
+    share_prompts: the G answers of a group have the same prompt, so each distinct prompt runs once and its keys and
+    values serve all of its answers (the same numbers, and the same gradient, as running every row in full, at a
+    fraction of the cost when prompts are longer than answers). Off where gradient checkpointing drops the cache.
+    """
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)    # [N, S]
-    n_completion = input_ids.shape[1] - n_prompt
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                   logits_to_keep=n_completion + 1).logits[:, :-1]    # [N, L, V]: logits at t predict token t + 1
+    if not share_prompts:
+        n_completion = input_ids.shape[1] - n_prompt
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                       logits_to_keep=n_completion + 1).logits[:, :-1]   # [N, L, V]: logits at t predict token t + 1
+        return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
+    prompt_rows = torch.cat([input_ids[:, :n_prompt], attention_mask[:, :n_prompt]], dim=1)        # [N, 2P]
+    distinct, inverse = torch.unique(prompt_rows, dim=0, return_inverse=True)                      # [U, 2P], [N]
+    first = torch.empty(len(distinct), dtype=torch.long, device=input_ids.device)
+    first[inverse] = torch.arange(len(inverse), device=input_ids.device)   # one row of each distinct prompt  [U]
+    prompt = model(input_ids=input_ids[first, :n_prompt], attention_mask=attention_mask[first, :n_prompt],
+                   position_ids=position_ids[first, :n_prompt], use_cache=True, logits_to_keep=1)
+    logits = prompt.logits[inverse]                                   # [N, 1, V]: predicts the first answer token
+    if input_ids.shape[1] - n_prompt > 1:
+        cache = prompt.cache
+        cache.reorder_cache(inverse)                                  # keys/values [U, ...] -> [N, ...]
+        answer = model(input_ids=input_ids[:, n_prompt:-1], attention_mask=attention_mask[:, :-1],
+                       position_ids=position_ids[:, n_prompt:-1], cache=cache, use_cache=True)
+        logits = torch.cat([logits, answer.logits], dim=1)            # [N, L, V]
     return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
 
 
@@ -194,7 +230,8 @@ def rollout(model, tokenizer, examples, args):
     with torch.no_grad():
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
                              temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             cache_implementation=args.rollout_cache)
     completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
     completion_mask, truncated = completion_mask_from(completion, tokenizer.eos_token_id)   # [N, L], [N]
     texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(completion, completion_mask.sum(1))]
@@ -223,9 +260,10 @@ def accumulate_gradients(model, batch: dict, ref_logp: list, old_logp: list, arg
     ids, attn, mask, adv, n_prompt = (batch[k] for k in ("input_ids", "attention_mask", "loss_mask", "advantages",
                                                          "n_prompt"))
     n_seqs, n_tokens = int((mask.sum(dim=1) > 0).sum()), int(mask.sum())
+    share = not args.gradient_checkpointing
     stats = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0}
     for i, c in enumerate(micro_batches(ids.shape[0], args.micro_batch_size)):
-        logp = sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature)        # [n, L]
+        logp = sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature, share)  # [n, L]
         old = old_logp[i] if old_logp else logp.detach()  # one update per batch: the rollout policy is the current one
         loss, ratio, low, high = clipped_policy_loss(logp, old, adv[c], args.eps, args.eps_high)
         kl = kl_k3(logp, ref_logp[i]) if ref_logp else torch.zeros_like(logp)                # [n, L]
@@ -327,6 +365,19 @@ def main(argv=None):
         examples = verify_lib.load_examples(args.data)
     except (OSError, verify_lib.ExampleError) as e:
         sys.exit(f"04_grpo.py: {e}" + ("\n  (make it with: python 01_build_data.py)" if isinstance(e, OSError) else ""))
+    if args.only_constraints:
+        allowed = set(args.only_constraints)
+        kept = [ex for ex in examples if ex.hard and all(h["id"] in allowed for h in ex.hard)]
+        print(f"04_grpo.py: training on the {len(kept)} of {len(examples)} examples whose hard constraints are all in "
+              f"--only-constraints ({len(allowed)} ids)", file=sys.stderr)
+        if not kept:
+            sys.exit(f"04_grpo.py: no example of {args.data} has only these constraints: {sorted(allowed)}")
+        examples = kept
+    if args.max_prompts and len(examples) > args.max_prompts:
+        drawn = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed))[:args.max_prompts]
+        examples = [examples[i] for i in sorted(drawn.tolist())]
+        print(f"04_grpo.py: training on {len(examples)} prompts drawn with seed {args.seed} (--max-prompts)",
+              file=sys.stderr)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(args)
     params = [p for p in model.parameters() if p.requires_grad]

