@@ -202,14 +202,15 @@ def run(tiny_model_dir, train_file, out_dir, *extra):
 
 
 def assert_same_metrics(rows_a, rows_b):
-    """The same rows, timings aside, up to a relative 1e-6: GEMMs on freshly allocated buffers (the shared prompts'
-    keys and values) may differ in the last bits between two runs of the same program on the CPU."""
+    """The same rows, timings aside, up to a relative 1e-5: GEMMs on freshly allocated buffers (the shared prompts'
+    keys and values) may differ in the last bits between two runs of the same program on the CPU (seen: 4e-6 on a KL
+    of 0.0026). A resume that lost RNG, optimizer or data state changes samples, rewards or KL far more than that."""
     assert len(rows_a) == len(rows_b)
     for a, b in zip(rows_a, rows_b):
         keys = {k for k in a if not k.startswith("seconds_")}
         assert keys == {k for k in b if not k.startswith("seconds_")}
         for k in keys:
-            same = (math.isnan(a[k]) and math.isnan(b[k])) or math.isclose(a[k], b[k], rel_tol=1e-6, abs_tol=1e-9)
+            same = (math.isnan(a[k]) and math.isnan(b[k])) or math.isclose(a[k], b[k], rel_tol=1e-5, abs_tol=1e-9)
             assert same, (a["step"], k, a[k], b[k])
 
 
