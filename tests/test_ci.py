@@ -24,11 +24,20 @@ def test_ci_installs_as_the_readme_main_job_does():
     assert f"\n{install}\n" in CI
 
 
+def server_stop_lines():
+    """.ci/run's lines that stop the judge server on exit (the function and its trap)."""
+    lines = [line for line in CI.splitlines() if line.startswith(("stop_server()", "trap stop_server"))]
+    assert len(lines) == 2, lines
+    return "\n".join(lines)
+
+
 def fake_repo(tmp_path, test_body):
-    """The tail of .ci/run (from '# ---- the tests ----') in a throwaway repo whose test suite is `test_body`."""
+    """The tail of .ci/run (from '# ---- the tests ----') in a throwaway repo whose test suite is `test_body`, with
+    the real exit trap stopping a 'server' that is already gone by then (as a fast-stopping vLLM server is)."""
     (tmp_path / ".ci").mkdir()
     tail = CI[CI.index("# ---- the tests ----"):]
-    (tmp_path / ".ci/run").write_text("set -euo pipefail\n" + tail.replace(".venv/bin/python", sys.executable))
+    head = f"set -euo pipefail\nsetsid sleep 0 &\nserver=$!\n{server_stop_lines()}\n"
+    (tmp_path / ".ci/run").write_text(head + tail.replace(".venv/bin/python", sys.executable))
     (tmp_path / "tests").mkdir()
     if test_body is not None:
         (tmp_path / "tests/test_x.py").write_text(test_body)
