@@ -48,6 +48,13 @@ SETTINGS = {"cpu": {"prompts_per_step": 8, "num_generations": 8, "max_new_tokens
                       "only_constraints": (), "max_prompts": 0}}
 
 
+def by_setting(name: str) -> str:
+    """A flag's defaults for --help, e.g. "cpu 8, paper 32" or "cpu 5e-4, paper 1e-6"."""
+    def show(value):
+        return f"{value:.0e}".replace("e-0", "e-") if isinstance(value, float) else str(value)
+    return ", ".join(f"{setting} {show(sizes[name])}" for setting, sizes in SETTINGS.items())
+
+
 # ---- arguments ----
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,15 +70,16 @@ def parse_args(argv=None):
     a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
     a("--out-dir", type=Path, default=Path("runs/grpo"))
     a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: cpu demo or the paper's (see above)")
-    a("--steps", type=int, default=15, help="optimizer steps, one per rollout batch (15: the CPU demo, ~15 min)")
-    a("--prompts-per-step", type=int, help="prompts per rollout batch (cpu 4, paper 32: VerIF)")
-    a("--num-generations", type=int, help="G, samples per prompt (cpu 8, paper 16: VerIF)")
-    a("--max-new-tokens", type=int, help="answer length limit (cpu 48, paper 4096: VerIF)")
+    a("--steps", type=int, default=15, help="optimizer steps, one per rollout batch (15: the CPU demo, ~12 min)")
+    a("--prompts-per-step", type=int, help=f"prompts per rollout batch ({by_setting('prompts_per_step')}: VerIF)")
+    a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
+    a("--max-new-tokens", type=int, help=f"answer length limit ({by_setting('max_new_tokens')}: VerIF)")
     a("--rollout-cache", choices=["dynamic", "static"], default="dynamic",
       help="KV cache of the rollouts: static preallocates it, and on a GPU transformers then compiles the decoding "
            "step (torch.compile, CUDA graphs); the same samples, faster decoding once compiled")
     a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
-    a("--lr", type=float, help="AdamW learning rate (cpu 5e-4 for LoRA, paper 1e-6: VerIF, full fine-tuning)")
+    a("--lr", type=float, help=f"AdamW learning rate ({by_setting('lr')}; VerIF's 1e-6 is for full fine-tuning, "
+                               "LoRA needs more)")
     a("--warmup-steps", type=int, default=0, help="linear warmup, then constant (0: VerIF/verl)")
     a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01: verl)")
     a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: verl)")
@@ -90,6 +98,11 @@ def parse_args(argv=None):
       help="product: hard share x judge (released VerIF code); average: the paper; rule_only/judge_only: ablations")
     a("--judge-url", help="OpenAI-compatible judge server for soft constraints (none: soft constraints skipped)")
     a("--judge-model", default="judge", help="the judge's model name on that server")
+    a("--judge-max-tokens", type=int, default=4096,
+      help="room for the judge's reasoning and verdict (4096: verify_lib.Judge's default; the server's context must "
+           "hold it plus the prompt)")
+    a("--judge-max-failure-share", type=float, default=0.1,
+      help="stop when more than this share of a step's judge calls fail (no verdict); failed answers get no loss")
     a("--instruction-literal", action="store_true",
       help='pass the string "instruction" to generated checkers, as the released VerIF code did')
     a("--lora-r", type=int, default=16)
@@ -383,7 +396,9 @@ def main(argv=None):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (args.warmup_steps + 1)))
-    judge = verify_lib.Judge(args.judge_url, args.judge_model) if args.judge_url else None
+    judge = None
+    if args.judge_url:
+        judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens)
     if judge is None and args.reward_mode != "rule_only":
         print("04_grpo.py: no --judge-url: soft constraints are skipped (counted as satisfied)", file=sys.stderr)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
@@ -425,7 +440,8 @@ def main(argv=None):
         # ---- rewards (all in verify_lib) ----
         repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
         results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode,
-                                          instruction_literal=args.instruction_literal)
+                                          instruction_literal=args.instruction_literal,
+                                          max_judge_failure_share=args.judge_max_failure_share)
         failed = torch.tensor([r.score is None for r in results])     # a judge failure: no reward, no loss
         rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])   # [N]
         advantages = group_advantages(rewards, args.num_generations, args.adv_norm)       # [N]

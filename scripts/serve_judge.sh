@@ -25,7 +25,12 @@ fi
 
 args=(--model "$model" --served-model-name judge --host 127.0.0.1 --port "$port")
 if ! nvidia-smi >/dev/null 2>&1; then
+  # The context must hold a judge prompt plus verify_lib.Judge's default max_tokens (4096): the model's own length, at
+  # most 8192 (the embedded model's), 2048 where its config does not say.
+  context=$(.venv-judge/bin/python -c "import json, sys
+config = json.load(open(sys.argv[1] + '/config.json'))
+print(min(8192, config.get('max_position_embeddings') or 2048))" "$model" 2>/dev/null || echo 2048)
   export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
-  args+=(--enforce-eager --gpu-memory-utilization 0.3 --max-model-len 2048)
+  args+=(--enforce-eager --gpu-memory-utilization 0.3 --max-model-len "$context")
 fi
 exec .venv-judge/bin/python -m vllm.entrypoints.openai.api_server "${args[@]}"

@@ -30,7 +30,7 @@ def backtranslate(url, model, seeds_path, out_dir, *extra):
 
 
 def shortest_seeds(path, n):
-    """The n seeds with the shortest responses (the small model's context is 2048 tokens)."""
+    """The n seeds with the shortest responses: short prompts keep the CPU server quick."""
     seeds = sorted(read_jsonl(ROOT / "data/seeds.jsonl"), key=lambda s: len(s["response"]))[:n]
     path.write_text("".join(json.dumps(s) + "\n" for s in seeds))
     return path

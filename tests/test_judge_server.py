@@ -84,3 +84,11 @@ def test_reward_modes_give_the_documented_values_with_real_verdicts(judge_server
             assert r.verdict is None and r.judge_skipped == "hard score is 0"
     if mode != "judge_only":  # judge_only runs no code checks
         assert results[1].hard[0].passed is False  # "Hello, there, ..." has commas
+
+
+def test_the_served_context_holds_the_default_max_tokens(judge_server):
+    """scripts/serve_judge.sh gives the CPU server a context that admits verify_lib.Judge's default max_tokens (4096)
+    on top of a judge prompt; vLLM refuses a request that cannot fit (HTTP 400)."""
+    url, model = judge_server
+    verdicts = Judge(url, model, extra_body=VERDICT_ONLY).verdicts(items(4))
+    assert all(v.value in (0, 1) and v.error is None for v in verdicts), [v.error for v in verdicts]
