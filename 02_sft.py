@@ -72,7 +72,8 @@ def parse_args(argv=None):
     a("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
     a("--eval-every", type=int, default=12, help="held-out loss every N steps, before the first and after the last")
     a("--limit", type=int, help="train on the first N chats only (quick runs)")
-    a("--merge", action="store_true", help="also save base + adapter merged, full precision, in <out-dir>/merged")
+    a("--merge", action="store_true",
+      help="also save base + adapter merged (in float32, saved in the base's dtype) in <out-dir>/merged")
     a("--seed", type=int, default=0)
     return p.parse_args(argv)
 

@@ -59,7 +59,7 @@ def parse_args(argv=None):
     a("--out-dir", type=Path, default=Path("runs/distill"))
     a("--limit", type=int, default=0, help="use only the first N examples of --data and of --eval-data (0: all)")
     a("--epochs", type=int, default=1, help="SFT epochs (IF-Verifier-7B: 2), capped by --max-steps")
-    a("--max-steps", type=int, default=40, help="SFT optimizer steps at most (40 x 8 chats: the CPU default, ~10 min "
+    a("--max-steps", type=int, default=40, help="SFT optimizer steps at most (40 x 8 chats: the CPU default, ~14 min "
                                                 "on 2 cores; 0: all --epochs)")
     a("--lr", type=float, default=2e-4, help="SFT learning rate for LoRA (IF-Verifier-7B: 2e-5, all weights)")
     a("--batch-size", type=int, default=8, help="SFT sequences per optimizer step")

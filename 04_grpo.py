@@ -34,9 +34,10 @@ from tqdm import tqdm
 
 import verify_lib
 
-# What a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of these (a title,
-# keywords, counts of words, sentences or letters, case, commas, ...), not on those that need a long or well-ended answer
-# (an end phrase, closing quotes, JSON, bullet or paragraph counts), which a 135M model cut at 48 tokens never meets.
+# Kinds of constraint a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of
+# these kinds (a title, keywords, counts of words, sentences or letters, case, commas, ...), not on those that need a
+# long or well-ended answer (an end phrase, closing quotes, JSON, bullet or paragraph counts), which a 135M model cut at
+# 48 tokens never meets. The filter reads the id, not its numbers: "at least 60 words" passes it too.
 SHORT_ANSWER_CONSTRAINTS = (
     "detectable_format:title", "detectable_format:number_highlighted_sections", "detectable_content:postscript",
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
@@ -62,7 +63,7 @@ def parse_args(argv=None):
     a("--data", type=Path, default=Path("data/verif_train.jsonl"), help="canonical examples (01_build_data.py)")
     a("--only-constraints", nargs="*", metavar="ID",
       help="train only on examples whose hard constraints are all among these ids (cpu: SHORT_ANSWER_CONSTRAINTS, "
-           "the ones a 48-token answer can meet; paper: all). Given with no ids: all")
+           "kinds a 48-token answer can meet; paper: all). Given with no ids: all")
     a("--max-prompts", type=int, metavar="N",
       help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
            "learning them rather than the luck of the draw; paper: 0, all)")

@@ -68,7 +68,8 @@ def parse_args(argv=None):
                                         "http://127.0.0.1:8000/v1 (scripts/serve_judge.sh serves a folder)")
     g.add_argument("--server-model", help="the model name on that server (default: the first it lists); a vLLM "
                                           "server started with --lora-modules NAME=DIR serves the adapter as NAME")
-    g.add_argument("--run-dir", type=Path, help="where responses and metrics go (default: runs/eval/<model name>)")
+    g.add_argument("--run-dir", type=Path,
+                   help="where responses and metrics go (default: runs/eval/<model name>[+<adapter name>...])")
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=1024,
                    help="cap on each response (default 1024; IFEval answers rarely need more, raise it for models "
