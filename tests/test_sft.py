@@ -242,3 +242,18 @@ def test_the_command_line_reports_bad_input_in_one_line(tmp_path):
     assert out.returncode == 1 and not (tmp_path / "out").exists()
     assert out.stderr.strip().splitlines()[-1] == f"02_sft.py: {bad}:1: the last turn must be the assistant's " \
                                                   "(what SFT learns), not 'user'"
+
+
+def test_a_folder_write_that_fails_leaves_the_previous_folder_whole(tmp_path):
+    final = tmp_path / "adapter"
+    verify_lib.save_folder_atomically(final, lambda tmp: (tmp.mkdir(), (tmp / "w").write_text("old")))
+
+    def broken(tmp):
+        tmp.mkdir()
+        (tmp / "w").write_text("half")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        verify_lib.save_folder_atomically(final, broken)
+    assert (final / "w").read_text() == "old"
+    verify_lib.save_folder_atomically(final, lambda tmp: (tmp.mkdir(), (tmp / "w").write_text("new")))
+    assert (final / "w").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
