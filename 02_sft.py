@@ -274,6 +274,10 @@ def merge_adapter(base, adapter_dir: Path, out: Path) -> Path:
     model, tokenizer = verify_lib.load_model(base, dtype=torch.float32)
     dtype = transformers.AutoConfig.from_pretrained(model.name_or_path).dtype or torch.float32
     merged = peft.PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().to(dtype)
+    try:  # load_model keeps token ids only; the merged folder carries the base's own generation defaults
+        merged.generation_config = transformers.GenerationConfig.from_pretrained(model.name_or_path)
+    except OSError:
+        pass
     return verify_lib.save_folder_atomically(out, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 

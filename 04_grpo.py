@@ -3,7 +3,8 @@
     python 04_grpo.py                                   # CPU demo: the embedded SmolLM2-135M on data/verif_train.jsonl
     python 04_grpo.py --setting paper --model PATH --judge-url http://127.0.0.1:8000/v1   # VerIF's sizes, on a GPU
 
-One step: take P prompts, sample G answers to each (HF generate, temperature T), score every answer with
+One step: take P prompts, sample G answers to each (HF generate, or a vLLM server serving the live LoRA adapter with
+--rollout-url; temperature T and nothing else), score every answer with
 verify_lib.verif_reward (hard constraints by code, soft ones by the judge), turn rewards into group advantages,
 and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penalty to the reference model (the same
 model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
@@ -18,11 +19,18 @@ Settings (`--setting`, any flag given explicitly wins):
                       short-answer constraints  (--only-constraints)
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
 Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/ and checkpoint/.
+
+Rollouts on a vLLM server (scripts/serve_policy.sh, its own environment; on a GPU usually several times faster than
+HF generate): each step the adapter is saved to a temporary folder, loaded on the server under a new name, and the
+G answers per prompt come back as token ids with the server's log-probs; the trainer recomputes the log-probs itself
+and logs how far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
 """
 import argparse
 import json
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,6 +82,12 @@ def parse_args(argv=None):
     a("--prompts-per-step", type=int, help=f"prompts per rollout batch ({by_setting('prompts_per_step')}: VerIF)")
     a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
     a("--max-new-tokens", type=int, help=f"answer length limit ({by_setting('max_new_tokens')}: VerIF)")
+    a("--rollout-url", help="sample on this vLLM server (scripts/serve_policy.sh serving --model with runtime LoRA), "
+                           "e.g. http://127.0.0.1:8001/v1 (default: none, HF generate in this process)")
+    a("--rollout-model", default="policy", help="the base model's name on that server (default: policy)")
+    a("--tis-cap", type=float,
+      help="truncated importance sampling for engine/trainer mismatch: the policy loss of each token is weighted by "
+           "min(pi_trainer / pi_engine, cap), e.g. 2 (Yao et al. 2025, verl's TIS); default: off")
     a("--rollout-cache", choices=["dynamic", "static"], default="dynamic",
       help="KV cache of the rollouts: static preallocates it, and on a GPU transformers then compiles the decoding "
            "step (torch.compile, CUDA graphs); the same samples, faster decoding once compiled")
@@ -119,21 +133,36 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.eps_high = args.eps if args.eps_high is None else args.eps_high
+    if args.num_generations < 2:
+        p.error(f"--num-generations {args.num_generations}: GRPO compares the answers of a group, it needs at least 2")
+    if args.rollout_url and args.init_adapter:
+        p.error("--rollout-url serves --model as it is: merge the SFT adapter first (02_sft.py --merge), serve the "
+                "merged folder and pass it as --model")
+    if args.tis_cap is not None and not args.rollout_url:
+        p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
     return args
 
 
 # ---- the maths: small pure functions, named as in the papers ----
-def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group", eps: float = 1e-6) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group", eps: float = 1e-6,
+                     valid: torch.Tensor | None = None) -> torch.Tensor:
     """A_i = (r_i - mean(group)) / (std(group) + eps); norm="none" keeps r_i - mean (Dr. GRPO).
 
     rewards [B*G] hold groups one after the other. Example with G = 2: rewards [1, 0, 1, 1] -> groups [1, 0] and [1, 1]
     -> advantages [0.707, -0.707, 0, 0] (std is unbiased, as torch.std; an all-equal group gives exactly 0).
+    valid [B*G] (default: all) leaves answers without a reward (a failed judge call) out of their group's mean and std;
+    they get 0, and so does every answer of a group with fewer than two valid ones. G = 4, rewards [1, 1, ?, 1] with
+    the third invalid -> advantages [0, 0, 0, 0], not the +0.5 a made-up 0 reward would give the other three.
     """
     groups = rewards.view(-1, group_size)                             # [B, G]
-    centred = groups - groups.mean(dim=1, keepdim=True)               # [B, G]
+    ok = torch.ones_like(groups, dtype=torch.bool) if valid is None else valid.view(-1, group_size)   # [B, G]
+    n = ok.sum(dim=1, keepdim=True)                                   # [B, 1] valid answers per group
+    mean = (groups * ok).sum(dim=1, keepdim=True) / n.clamp(min=1)    # [B, 1]
+    centred = (groups - mean) * ok                                    # [B, G]
     if norm == "group":
-        centred = centred / (groups.std(dim=1, keepdim=True) + eps)
-    return centred.reshape(-1)                                        # [B*G]
+        std = (centred.pow(2).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()   # [B, 1], unbiased
+        centred = centred / (std + eps)
+    return (centred * (n >= 2)).reshape(-1)                           # [B*G]
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -167,6 +196,17 @@ def clipped_policy_loss(logp, old_logp, advantages, eps_low, eps_high):
     return loss, ratio, (ratio < 1 - eps_low) & (adv < 0), (ratio > 1 + eps_high) & (adv > 0)
 
 
+def truncated_is_weights(logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(pi_trainer(token) / pi_engine(token), cap) per token [N, L], no gradient: corrects the policy gradient for
+    tokens an inference engine sampled with slightly different numbers than the trainer computes (truncated importance
+    sampling; Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy RL training").
+
+    >>> truncated_is_weights(torch.log(torch.tensor([[0.5, 0.9]])), torch.log(torch.tensor([[0.5, 0.3]])), cap=2.0)
+    tensor([[1., 2.]])
+    """
+    return torch.exp(logp.detach() - engine_logp).clamp(max=cap)
+
+
 def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seqs: int, n_tokens: int,
                    max_new_tokens: int) -> torch.Tensor:
     """Reduce a per-token loss [N, L] over the `mask`ed tokens of one micro-batch, with the *whole* batch's counts
@@ -184,6 +224,42 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seq
     if mode == "seq_sum_const":
         return masked.sum() / (n_seqs * max_new_tokens)
     raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+# ---- data ----
+def training_examples(args) -> list:
+    """The examples this run trains on: --data, filtered by --only-constraints, drawn down to --max-prompts."""
+    try:
+        examples = verify_lib.load_examples(args.data)
+    except (OSError, verify_lib.ExampleError) as e:
+        sys.exit(f"04_grpo.py: {e}" + ("\n  (make it with: python 01_build_data.py)" if isinstance(e, OSError) else ""))
+    if args.only_constraints:
+        allowed = set(args.only_constraints)
+        kept = [ex for ex in examples if ex.hard and all(h["id"] in allowed for h in ex.hard)]
+        print(f"04_grpo.py: training on the {len(kept)} of {len(examples)} examples whose hard constraints are all in "
+              f"--only-constraints ({len(allowed)} ids)", file=sys.stderr)
+        if not kept:
+            sys.exit(f"04_grpo.py: no example of {args.data} has only these constraints: {sorted(allowed)}")
+        examples = kept
+    if args.max_prompts and len(examples) > args.max_prompts:
+        drawn = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed))[:args.max_prompts]
+        examples = [examples[i] for i in sorted(drawn.tolist())]
+        print(f"04_grpo.py: training on {len(examples)} prompts drawn with seed {args.seed} (--max-prompts)",
+              file=sys.stderr)
+    return examples
+
+
+def next_prompts(examples: list, data_state: dict, args) -> list:
+    """The next --prompts-per-step examples of a seeded shuffle, reshuffled (seed + epoch) at the end of each epoch;
+    data_state {"epoch", "position", "order"} is updated in place and saved with checkpoints."""
+    batch = []
+    while len(batch) < args.prompts_per_step:
+        if data_state["position"] == len(data_state["order"]):
+            data_state.update(epoch=data_state["epoch"] + 1, position=0, order=torch.randperm(
+                len(examples), generator=torch.Generator().manual_seed(args.seed + data_state["epoch"] + 1)).tolist())
+        batch.append(examples[data_state["order"][data_state["position"]]])
+        data_state["position"] += 1
+    return batch
 
 
 # ---- the model ----
@@ -231,6 +307,21 @@ def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperatu
 
 
 # ---- rollouts ----
+def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which answer tokens of HF generate's output are trained: everything up to and including the first stop id,
+    nothing after it (padding, which may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no
+    stop id within L tokens).
+
+    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), stop_ids=[2])
+    (tensor([[1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1]]), tensor([False,  True]))
+    """
+    is_eos = torch.isin(completion, torch.tensor(stop_ids, device=completion.device))
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
+    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
+    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
+
+
 def rollout(model, tokenizer, examples, args):
     """G samples for each example. Returns input_ids [N, S] (prompt left-padded, then the answer), attention_mask
     [N, S], completion_mask [N, L] (answer tokens up to and including EOS; never padding), truncated [N], texts."""
@@ -240,57 +331,203 @@ def rollout(model, tokenizer, examples, args):
     g = args.num_generations
     prompt_ids = prompts["input_ids"].repeat_interleave(g, dim=0)     # [N, P], N = B * G
     prompt_mask = prompts["attention_mask"].repeat_interleave(g, dim=0)
-    with torch.no_grad():
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                             temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             cache_implementation=args.rollout_cache)
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
+    with torch.no_grad():   # softmax(logits / T) and nothing else: load_model dropped the model's sampling defaults
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=args.max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
+                             cache_implementation=args.rollout_cache, **verify_lib.sampling_kwargs(args.temperature))
     completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
-    completion_mask, truncated = completion_mask_from(completion, tokenizer.eos_token_id)   # [N, L], [N]
+    completion_mask, truncated = completion_mask_from(completion, stop_ids)   # [N, L], [N]
     texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(completion, completion_mask.sum(1))]
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, S]
     return out, attention_mask, completion_mask, truncated, texts
 
 
-# ---- one update ----
-def completion_mask_from(completion: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which answer tokens are trained: everything up to and including the first EOS, nothing after it (padding, which
-    may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no EOS within L tokens).
+# ---- rollouts on a vLLM server (--rollout-url) ----
+class RolloutServerError(RuntimeError):
+    """The rollout server is down, refused a request, or answered something the trainer cannot trust."""
 
-    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), eos_id=2)
-    (tensor([[1, 1, 1, 0, 0],
-            [1, 1, 1, 1, 1]]), tensor([False,  True]))
+
+class PolicyServer:
+    """The policy on a vLLM server (scripts/serve_policy.sh): the base model as `model`, the trainer's LoRA adapter
+    loaded at run time under a new name every step (vLLM keys its prefix cache by adapter name, so a reused name could
+    serve keys and values computed with old weights). Adapters are written to a temporary folder of their own, never
+    into the run folder."""
+
+    def __init__(self, url: str, model: str, timeout_s: float = 600.0):
+        import httpx
+
+        self.url, self.model = url.rstrip("/"), model
+        self._http = httpx.Client(timeout=timeout_s)
+        self._folder = Path(tempfile.mkdtemp(prefix="verif-rollout-adapters-"))
+        self.adapter: str | None = None           # the adapter being served; None: the base model
+
+    def check(self) -> str:
+        """Ask the server what it serves before anything heavy loads; returns the served model's path ('root')."""
+        served = {m["id"]: m for m in self._call("GET", "/models")["data"]}
+        if self.model not in served:
+            raise RolloutServerError(f"{self.url} serves {sorted(served)}, not {self.model!r} (--rollout-model)")
+        return served[self.model].get("root") or self.model
+
+    def serve(self, model, step: int) -> None:
+        """Save the adapter as it is now, load it as `step-N`, then unload the one served before."""
+        name, previous = f"step-{step}", self.adapter
+        model.save_pretrained(self._folder / name)
+        self._call("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": str(self._folder / name)})
+        self.adapter = name
+        if previous:
+            self._unload(previous)
+
+    def sample(self, prompts: list[list[int]], n: int, stop_ids: list[int], args) -> list[list[dict]]:
+        """n answers to each prompt (token ids, chat template applied by the trainer), every sampling field explicit.
+        Returns, per prompt, its n choices as the server sent them (token_ids, logprobs, finish_reason), checked."""
+        body = {"model": self.adapter or self.model, "prompt": prompts, "n": n, "stop_token_ids": stop_ids,
+                "return_token_ids": True, "logprobs": 0, "skip_special_tokens": False,
+                **verify_lib.engine_sampling(args.temperature, args.max_new_tokens)}
+        choices = self._call("POST", "/completions", body).get("choices")
+        if not isinstance(choices, list) or len(choices) != len(prompts) * n:
+            raise RolloutServerError(f"{self.url}: asked for {len(prompts)} x {n} answers, got "
+                                     f"{len(choices) if isinstance(choices, list) else choices!r}")
+        by_prompt = [[] for _ in prompts]
+        for choice in sorted(choices, key=lambda c: c.get("index", -1)):
+            i = choice.get("index", -1) // n
+            if not 0 <= i < len(prompts) or choice.get("prompt_token_ids") != prompts[i]:
+                raise RolloutServerError(f"{self.url}: answer {choice.get('index')} does not belong to the prompt "
+                                         "sent (its prompt_token_ids differ)")
+            by_prompt[i].append(_checked_choice(choice, stop_ids, args.max_new_tokens, self.url))
+        return by_prompt
+
+    def close(self) -> None:
+        try:
+            if self.adapter:
+                self._unload(self.adapter)
+        except RolloutServerError:
+            pass  # the server is gone: nothing of ours is loaded there
+        finally:
+            self._http.close()
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _unload(self, name: str) -> None:
+        self._call("POST", "/unload_lora_adapter", {"lora_name": name})
+        shutil.rmtree(self._folder / name, ignore_errors=True)
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        import httpx
+
+        try:
+            reply = self._http.request(method, self.url + path, json=body)
+        except httpx.HTTPError as e:
+            raise RolloutServerError(f"rollout server {self.url} did not answer {path} ({type(e).__name__}: {e}); "
+                                     "is scripts/serve_policy.sh running?") from None
+        if reply.status_code != 200:
+            raise RolloutServerError(f"rollout server {self.url}{path}: HTTP {reply.status_code}: {reply.text[:300]}")
+        try:
+            return reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
+        except ValueError:
+            raise RolloutServerError(f"rollout server {self.url}{path}: not JSON: {reply.text[:200]!r}") from None
+
+
+def _checked_choice(choice: dict, stop_ids: list[int], max_tokens: int, url: str) -> dict:
+    """An answer is token ids with one log-prob each, ending in a stop id exactly when the server says it stopped."""
+    ids, finish = choice.get("token_ids"), choice.get("finish_reason")
+    logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
+    problem = None
+    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids) or not 0 < len(ids) <= max_tokens:
+        problem = f"token_ids {str(ids)[:80]}"
+    elif not isinstance(logprobs, list) or len(logprobs) != len(ids) or not all(
+            isinstance(x, (int, float)) for x in logprobs):
+        problem = "no log-prob for every sampled token"
+    elif finish not in ("stop", "length") or (finish == "stop") != (ids[-1] in stop_ids):
+        problem = f"finish_reason {finish!r} with last token {ids[-1]}"
+    if problem:
+        raise RolloutServerError(f"rollout server {url}: malformed answer {choice.get('index')}: {problem}")
+    return {"token_ids": ids, "logprobs": logprobs, "truncated": finish == "length"}
+
+
+def server_rollout(server: PolicyServer, tokenizer, examples, stop_ids: list[int], args):
+    """rollout()'s result, sampled on the server, plus the server's log-probs of the sampled tokens engine_logp [N, L].
+    The answers' lengths, not their token values, make the completion mask:
+        prompt (left-padded)   answer (right-padded)      completion_mask
+        [pad p1 p2 p3 |  a1 a2 EOS pad ]                  [1 1 1 0]
+        [p1  p2 p3 p4 |  b1 b2 b3  b4  ]  truncated       [1 1 1 1]
     """
-    is_eos = completion == eos_id
-    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
-    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
-    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
+    chats = [ex.messages or [{"role": "user", "content": ex.prompt}] for ex in examples]
+    prompts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=False) for chat in chats]
+    answers = [a for per_prompt in server.sample(prompts, args.num_generations, stop_ids, args) for a in per_prompt]
+    g, n_prompt = args.num_generations, max(map(len, prompts))
+    n_answer = max(len(a["token_ids"]) for a in answers)
+    input_ids = torch.full((len(answers), n_prompt + n_answer), tokenizer.pad_token_id)    # [N, S]
+    attention_mask = torch.zeros_like(input_ids)                                            # [N, S]
+    engine_logp = torch.zeros(len(answers), n_answer)                                       # [N, L]
+    for row, answer in enumerate(answers):
+        prompt, ids = prompts[row // g], answer["token_ids"]
+        input_ids[row, n_prompt - len(prompt):n_prompt] = torch.tensor(prompt)
+        input_ids[row, n_prompt:n_prompt + len(ids)] = torch.tensor(ids)
+        attention_mask[row, n_prompt - len(prompt):n_prompt + len(ids)] = 1
+        engine_logp[row, :len(ids)] = torch.tensor(answer["logprobs"])
+    completion_mask = attention_mask[:, n_prompt:]                                          # [N, L]
+    truncated = torch.tensor([a["truncated"] for a in answers])                             # [N]
+    texts = [tokenizer.decode(a["token_ids"], skip_special_tokens=True) for a in answers]
+    return input_ids, attention_mask, completion_mask, truncated, texts, engine_logp
 
 
+def rollout_server(args) -> "PolicyServer | None":
+    """The --rollout-url server, checked before the model loads: up, serving --rollout-model, ideally from --model."""
+    if not args.rollout_url:
+        return None
+    server = PolicyServer(args.rollout_url, args.rollout_model)
+    try:
+        root = server.check()
+    except RolloutServerError as e:
+        server.close()
+        sys.exit(f"04_grpo.py: {e}")
+    local = str(verify_lib.embedded_model_dir()) if args.model in (None, "", verify_lib.EMBEDDED_MODEL) else args.model
+    if Path(root).resolve() != Path(local).resolve():
+        print(f"04_grpo.py: warning: {args.rollout_url} serves {root}, the trainer loads {local}; if they differ, the "
+              "samples are off-policy (watch engine_logp_diff_mean)", file=sys.stderr)
+    return server
+
+
+# ---- one update ----
 def accumulate_gradients(model, batch: dict, ref_logp: list, old_logp: list, args) -> dict:
     """Backward the loss of a whole rollout batch, one micro-batch at a time. Each micro-batch loss is divided by the
     whole batch's sequence and token counts (aggregate_loss), so the accumulated gradient is the full batch's."""
     ids, attn, mask, adv, n_prompt = (batch[k] for k in ("input_ids", "attention_mask", "loss_mask", "advantages",
                                                          "n_prompt"))
+    engine = batch.get("engine_logp")            # [N, L] the server's log-probs of the sampled tokens, or None
     n_seqs, n_tokens = int((mask.sum(dim=1) > 0).sum()), int(mask.sum())
     share = not args.gradient_checkpointing
     stats = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0}
+    if engine is not None:
+        stats.update(engine_logp_diff_mean=0.0, engine_ratio_off_share=0.0)
     for i, c in enumerate(micro_batches(ids.shape[0], args.micro_batch_size)):
         logp = sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature, share)  # [n, L]
         old = old_logp[i] if old_logp else logp.detach()  # one update per batch: the rollout policy is the current one
         loss, ratio, low, high = clipped_policy_loss(logp, old, adv[c], args.eps, args.eps_high)
+        if engine is not None and args.tis_cap is not None:
+            loss = loss * truncated_is_weights(old, engine[c], args.tis_cap)
         kl = kl_k3(logp, ref_logp[i]) if ref_logp else torch.zeros_like(logp)                # [n, L]
         total = aggregate_loss(loss + args.beta * kl, mask[c], args.loss_agg, n_seqs, n_tokens, args.max_new_tokens)
         total.backward()
         stats["loss"] += total.item()
-        for key, value in (("kl", kl), ("clip_low", low), ("clip_high", high)):  # token means over the batch
+        measured = [("kl", kl), ("clip_low", low), ("clip_high", high)]
+        if engine is not None:   # trainer vs engine on the same tokens: delta = log pi_trainer - log pi_engine
+            delta = logp.detach() - engine[c]                                                # [n, L]
+            measured += [("engine_logp_diff_mean", delta.abs()),
+                         ("engine_ratio_off_share", (delta.exp() - 1).abs() > 0.1)]
+        for key, value in measured:  # token means over the batch
             stats[key] += (value.detach().float() * mask[c]).sum().item() / max(n_tokens, 1)
     return stats
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient norm that is NaN or infinite: the optimizer step is not taken."""
+
+
 def policy_update(model, optimizer, scheduler, batch: dict, args) -> dict:
     """--num-iterations optimizer steps on one rollout batch. Reference log-probs (adapter off) and, for more than one
-    iteration, the rollout policy's log-probs are computed once, before the first step."""
+    iteration, the rollout policy's log-probs are computed once, before the first step. A non-finite loss or gradient
+    norm raises NonFiniteError before the optimizer step, so no NaN reaches the weights, a checkpoint or the adapter."""
     ids, attn, n_prompt = batch["input_ids"], batch["attention_mask"], batch["n_prompt"]
     chunks = micro_batches(ids.shape[0], args.micro_batch_size)
     ref_logp, old_logp = [], []
@@ -304,6 +541,9 @@ def policy_update(model, optimizer, scheduler, batch: dict, args) -> dict:
     for _ in range(args.num_iterations):
         stats = accumulate_gradients(model, batch, ref_logp, old_logp, args)
         stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+        if not (np.isfinite(stats["loss"]) and np.isfinite(stats["grad_norm"])):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"loss {stats['loss']}, gradient norm {stats['grad_norm']}")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -315,8 +555,10 @@ def micro_batches(n: int, size: int) -> list[slice]:
 
 
 # ---- logging helpers ----
-def reward_metrics(results, rewards, truncated, completion_mask, group_size) -> dict:
-    """What practitioners look at: reward and its parts, pass rate per constraint type, lengths, zero-variance groups."""
+def reward_metrics(results, rewards, valid, truncated, completion_mask, group_size) -> dict:
+    """What practitioners look at: reward and its parts, pass rate per constraint type, lengths, zero-variance groups.
+    Rewards count valid answers only (a failed judge call has none); a group with fewer than two of them counts as
+    zero-variance (it gets no advantage)."""
     summary = verify_lib.reward_summary(results)
     per_type: dict[str, list[bool]] = {}
     for r in results:
@@ -324,15 +566,31 @@ def reward_metrics(results, rewards, truncated, completion_mask, group_size) -> 
             per_type.setdefault("pass/" + check.name.split(":")[0].split("[")[0], []).append(check.passed)
     lengths = completion_mask.sum(dim=1).float()
     done = ~truncated
-    groups = rewards.view(-1, group_size)
-    return {"reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+    scored = rewards[valid]
+    groups, ok = rewards.view(-1, group_size), valid.view(-1, group_size)                # [B, G]
+    varied = [(g[m].numel() >= 2 and g[m].std().item() > 0) for g, m in zip(groups, ok)]
+    nan = float("nan")
+    return {"reward_mean": scored.mean().item() if len(scored) else nan,
+            "reward_std": scored.std().item() if len(scored) > 1 else nan,
             "hard_score_mean": summary["hard_score_mean"], "judge_pass_rate": summary["judge_pass_rate"],
             "judge_asked": summary["judge_asked"], "judge_failed": summary["judge_failed"],
-            "zero_variance_groups": (groups.std(dim=1) == 0).float().mean().item(),
+            "zero_variance_groups": 1 - sum(varied) / len(varied),
             "length_mean": lengths.mean().item(),
             "length_terminated_mean": lengths[done].mean().item() if done.any() else float("nan"),
             "truncated_share": truncated.float().mean().item(),
             **{k: sum(v) / len(v) for k, v in sorted(per_type.items())}}
+
+
+def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results: list, n_samples: int) -> None:
+    """One metrics row, a few sample completions, and a line on the console."""
+    with open(out_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    with open(out_dir / "samples.jsonl", "a") as f:
+        for i in range(min(n_samples, len(texts))):
+            f.write(json.dumps({"step": row["step"], "prompt": examples[i].instruction, "completion": texts[i],
+                                "reward": results[i].score}) + "\n")
+    tqdm.write(f"step {row['step']}: reward {row['reward_mean']:.3f} kl {row['kl']:.4f} len {row['length_mean']:.0f} "
+               f"zero-var {row['zero_variance_groups']:.2f}")
 
 
 def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path) -> None:
@@ -344,6 +602,21 @@ def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path
                     "data": data_state, "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                                                 "numpy": np.random.get_state()}}, tmp / "state.pt")
     verify_lib.save_folder_atomically(out_dir / "checkpoint", write)
+
+
+def load_checkpoint(model, optimizer, scheduler, out_dir: Path) -> tuple[int, dict]:
+    """Restore what save_checkpoint wrote; drop log lines written after it. Returns (step, data_state)."""
+    state = torch.load(out_dir / "checkpoint/state.pt", weights_only=False)
+    peft.set_peft_model_state_dict(model, peft.load_peft_weights(out_dir / "checkpoint/adapter"))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    for log in (out_dir / "metrics.jsonl", out_dir / "samples.jsonl"):
+        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
+        log.write_text("".join(line + "\n" for line in kept))
+    return state["step"], state["data"]
 
 
 def plot_curves(metrics_path: Path, out_png: Path) -> None:
@@ -370,25 +643,11 @@ def main(argv=None):
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    try:
-        examples = verify_lib.load_examples(args.data)
-    except (OSError, verify_lib.ExampleError) as e:
-        sys.exit(f"04_grpo.py: {e}" + ("\n  (make it with: python 01_build_data.py)" if isinstance(e, OSError) else ""))
-    if args.only_constraints:
-        allowed = set(args.only_constraints)
-        kept = [ex for ex in examples if ex.hard and all(h["id"] in allowed for h in ex.hard)]
-        print(f"04_grpo.py: training on the {len(kept)} of {len(examples)} examples whose hard constraints are all in "
-              f"--only-constraints ({len(allowed)} ids)", file=sys.stderr)
-        if not kept:
-            sys.exit(f"04_grpo.py: no example of {args.data} has only these constraints: {sorted(allowed)}")
-        examples = kept
-    if args.max_prompts and len(examples) > args.max_prompts:
-        drawn = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed))[:args.max_prompts]
-        examples = [examples[i] for i in sorted(drawn.tolist())]
-        print(f"04_grpo.py: training on {len(examples)} prompts drawn with seed {args.seed} (--max-prompts)",
-              file=sys.stderr)
+    examples = training_examples(args)
+    server = rollout_server(args)                   # checked before anything heavy loads
     args.out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(args)
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (args.warmup_steps + 1)))
@@ -401,72 +660,68 @@ def main(argv=None):
     data_state, start = {"epoch": 0, "position": 0, "order": order}, 0
     metrics_path = args.out_dir / "metrics.jsonl"
     if args.resume:
-        state = torch.load(args.out_dir / "checkpoint/state.pt", weights_only=False)
-        peft.set_peft_model_state_dict(model, peft.load_peft_weights(args.out_dir / "checkpoint/adapter"))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        data_state, start = state["data"], state["step"]
-        for log in (metrics_path, args.out_dir / "samples.jsonl"):  # drop what was logged after the checkpoint
-            kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= start]
-            log.write_text("".join(line + "\n" for line in kept))
+        start, data_state = load_checkpoint(model, optimizer, scheduler, args.out_dir)
     else:
         metrics_path.write_text("")
         (args.out_dir / "samples.jsonl").write_text("")
         (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
 
     # ---- the loop ----
-    for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
-        batch_examples = []
-        while len(batch_examples) < args.prompts_per_step:
-            if data_state["position"] == len(data_state["order"]):
-                data_state = {"epoch": data_state["epoch"] + 1, "position": 0, "order": torch.randperm(
-                    len(examples), generator=torch.Generator().manual_seed(args.seed + data_state["epoch"] + 1)).tolist()}
-            batch_examples.append(examples[data_state["order"][data_state["position"]]])
-            data_state["position"] += 1
+    try:
+        for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
+            batch_examples = next_prompts(examples, data_state, args)
 
-        # ---- rollouts ----
-        t0 = time.perf_counter()
-        model.eval()
-        input_ids, attention_mask, completion_mask, truncated, texts = rollout(model, tokenizer, batch_examples, args)
-        t1 = time.perf_counter()
+            # ---- rollouts ----
+            t0 = time.perf_counter()
+            model.eval()
+            engine_logp = None
+            if server is None:
+                input_ids, attention_mask, completion_mask, truncated, texts = rollout(
+                    model, tokenizer, batch_examples, args)
+            else:
+                if step > 1:                        # step 1 samples the base model: a fresh LoRA adapter is a no-op
+                    server.serve(model, step)
+                input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = server_rollout(
+                    server, tokenizer, batch_examples, stop_ids, args)
+            t1 = time.perf_counter()
 
-        # ---- rewards (all in verify_lib) ----
-        repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
-        results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode,
-                                          instruction_literal=args.instruction_literal,
-                                          max_judge_failure_share=args.judge_max_failure_share)
-        failed = torch.tensor([r.score is None for r in results])     # a judge failure: no reward, no loss
-        rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])   # [N]
-        advantages = group_advantages(rewards, args.num_generations, args.adv_norm)       # [N]
-        t2 = time.perf_counter()
+            # ---- rewards (all in verify_lib) ----
+            repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
+            results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode,
+                                              instruction_literal=args.instruction_literal,
+                                              max_judge_failure_share=args.judge_max_failure_share)
+            valid = torch.tensor([r.score is not None for r in results])   # a judge failure: no reward, no loss
+            rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])       # [N]
+            advantages = group_advantages(rewards, args.num_generations, args.adv_norm, valid=valid)   # [N]
+            t2 = time.perf_counter()
 
-        # ---- update ----
-        loss_mask = completion_mask * (~failed).long().unsqueeze(1)
-        if args.mask_truncated:
-            loss_mask = loss_mask * (~truncated).long().unsqueeze(1)
-        n_prompt = input_ids.shape[1] - completion_mask.shape[1]
-        update = policy_update(model, optimizer, scheduler, {
-            "input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask,
-            "advantages": advantages.to(input_ids.device), "n_prompt": n_prompt}, args)
-        t3 = time.perf_counter()
+            # ---- update ----
+            loss_mask = completion_mask * valid.long().unsqueeze(1)                               # [N, L]
+            if args.mask_truncated:
+                loss_mask = loss_mask * (~truncated).long().unsqueeze(1)
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask,
+                     "advantages": advantages, "n_prompt": input_ids.shape[1] - completion_mask.shape[1],
+                     "engine_logp": engine_logp}
+            try:
+                update = policy_update(model, optimizer, scheduler,
+                                       {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()},
+                                       args)
+            except NonFiniteError as e:
+                sys.exit(f"04_grpo.py: step {step}: {e}; no optimizer step taken, the last checkpoint in "
+                         f"{args.out_dir / 'checkpoint'} is intact (lower --lr, or check the rewards)")
+            t3 = time.perf_counter()
 
-        # ---- log and save ----
-        row = {"step": step, **reward_metrics(results, rewards, truncated, completion_mask, args.num_generations),
-               **update, "lr": scheduler.get_last_lr()[0], "epoch": data_state["epoch"],
-               "seconds_generate": t1 - t0, "seconds_reward": t2 - t1, "seconds_update": t3 - t2}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        with open(args.out_dir / "samples.jsonl", "a") as f:
-            for i in range(min(args.log_samples, len(texts))):
-                f.write(json.dumps({"step": step, "prompt": repeated[i].instruction, "completion": texts[i],
-                                    "reward": results[i].score}) + "\n")
-        tqdm.write(f"step {step}: reward {row['reward_mean']:.3f} kl {row['kl']:.4f} len {row['length_mean']:.0f} "
-                   f"zero-var {row['zero_variance_groups']:.2f}")
-        if step % args.save_every == 0 or step == args.steps:
-            save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir)
+            # ---- log and save ----
+            row = {"step": step, **reward_metrics(results, rewards, valid, truncated, completion_mask,
+                                                  args.num_generations),
+                   **update, "lr": scheduler.get_last_lr()[0], "epoch": data_state["epoch"],
+                   "seconds_generate": t1 - t0, "seconds_reward": t2 - t1, "seconds_update": t3 - t2}
+            log_step(args.out_dir, row, repeated, texts, results, args.log_samples)
+            if step % args.save_every == 0 or step == args.steps:
+                save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir)
+    finally:
+        if server is not None:
+            server.close()
 
     # ---- save and report ----
     model.save_pretrained(args.out_dir / "adapter")

@@ -270,9 +270,8 @@ def hf_backend(args):
         for adapter in args.adapter:  # in training order: an SFT adapter is merged before the GRPO one goes on top
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.eval()
-    stop_ids = _stop_token_ids(model, tokenizer)
-    sampling = (dict(do_sample=True, temperature=args.temperature, top_p=args.top_p) if args.temperature > 0
-                else dict(do_sample=False))
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
+    sampling = verify_lib.sampling_kwargs(args.temperature, args.top_p)  # our flags only, never the model's defaults
 
     @torch.inference_mode()
     def generate(chats):
@@ -288,12 +287,6 @@ def hf_backend(args):
     return generate
 
 
-def _stop_token_ids(model, tokenizer) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    return sorted(set(ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
-
-
 def vllm_backend(args):
     """Offline vllm.LLM; the adapter rides along as a LoRARequest (no merge). vLLM applies the chat template."""
     vllm = require_vllm()
@@ -305,9 +298,8 @@ def vllm_backend(args):
     if adapter:
         rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
         lora = dict(enable_lora=True, max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank))
-    llm = vllm.LLM(model=path, seed=0, **lora)
-    params = vllm.SamplingParams(temperature=args.temperature, top_p=args.top_p if args.temperature > 0 else 1.0,
-                                 max_tokens=args.max_new_tokens)
+    llm = vllm.LLM(model=path, seed=0, generation_config="vllm", **lora)  # vLLM's neutral defaults, not the model's
+    params = vllm.SamplingParams(**verify_lib.engine_sampling(args.temperature, args.max_new_tokens, args.top_p))
     request = LoRARequest("adapter", 1, str(adapter)) if adapter else None
 
     def generate(chats):
@@ -339,12 +331,14 @@ def server_backend(args, retries: int = 3, timeout_s: float = 600.0):
         model = args.server_model or _first_served_model(http, url)
     client = verify_lib.Judge(url, model, temperature=args.temperature, max_tokens=args.max_new_tokens,
                               timeout_s=timeout_s, retries=retries, backoff_s=1.0)
-    top_p = {"top_p": args.top_p} if args.temperature > 0 else {}
+    # Every sampling field explicit: a server started with vLLM's default --generation-config auto would otherwise
+    # apply the model's generation_config.json (a repetition penalty, top_k, top_p).
+    sampling = verify_lib.engine_sampling(args.temperature, args.max_new_tokens, args.top_p)
 
     def generate(chats):
         client.concurrency = max(1, len(chats))
         return [Generation(None, error=r.error) if r.error else Generation(r.text, r.finish_reason == "length")
-                for r in client.complete(chats, **top_p)]
+                for r in client.complete(chats, **sampling)]
 
     return generate
 

