@@ -357,12 +357,15 @@ def test_the_gpu_step_benchmark_runs_in_its_small_cpu_shape(tmp_path):
     import sys
 
     from conftest import ROOT
-    out = subprocess.run([sys.executable, "bench/bench_grpo_step.py", "--small", "--steps", "2",
-                          "--out", str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "bench/bench_grpo_step.py", "--small", "--steps", "2", "--rollouts",
+                          "dynamic", "static", "--out", str(tmp_path / "bench.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "bench.json").read_text())
-    assert len(result["steps"]) == 2 and result["mean_generate_tok_per_s_after_first"] > 0
-    assert result["steps"][0]["new_tokens"] <= 4 * 4 * 16 and result["rollout_cache"] == "static"
+    assert [r["rollouts"] for r in result["ours"]] == ["dynamic", "static"]
+    for r in result["ours"]:
+        assert len(r["steps"]) == 2 and r["mean_generate_tok_per_s_after_first"] > 0
+        assert r["steps"][0]["new_tokens"] <= 4 * 4 * 16
 
 
 # ---- sampling is ours alone ----

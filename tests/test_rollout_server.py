@@ -130,7 +130,24 @@ def test_an_adapter_the_server_refuses_stops_with_the_server_and_its_reason(poli
     model, _ = grpo.build_policy(args)
     server = grpo.PolicyServer(policy_server, "policy")
     try:
-        with pytest.raises(grpo.RolloutServerError, match=rf"{policy_server}/load_lora_adapter: HTTP 500.*LoRA rank 32 is greater than max_lora_rank 16"):
+        refused = rf"{policy_server}/load_lora_adapter: HTTP 500.*LoRA rank 32 is greater than max_lora_rank 16"
+        with pytest.raises(grpo.RolloutServerError, match=refused):
             server.serve(model, step=2)
     finally:
         server.close()
+
+
+def test_the_gpu_step_benchmark_times_the_server_path(policy_server, tmp_path):
+    """bench_grpo_step.py --rollouts server, in its small shape, on the embedded model that the CI server serves."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "bench/bench_grpo_step.py", "--small", "--steps", "2", "--rollouts", "server",
+                          "--rollout-url", policy_server, "--model-dir", str(verify_lib.embedded_model_dir()),
+                          "--out", str(tmp_path / "bench.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (server,) = json.loads((tmp_path / "bench.json").read_text())["ours"]
+    assert server["rollouts"] == "server" and len(server["steps"]) == 2
+    assert server["mean_generate_tok_per_s_after_first"] > 0
