@@ -105,6 +105,11 @@ def parse_args(argv=None):
                    help="write compare.md and compare.png for these run folders, deltas against the first")
     g.add_argument("--out", type=Path, help="with --responses: the metrics JSON file to write (default: none); "
                                             "with --compare: the report folder (default: runs/eval/compare)")
+    g.add_argument("--train-data", type=Path, default=HERE / "data/verif_train.jsonl",
+                   help="with --compare: the training data, to mark the instruction ids it trained on and to check "
+                        "that no IFEval prompt is in it (default: data/verif_train.jsonl, when it exists)")
+    g.add_argument("--bootstrap", type=int, default=2000,
+                   help="with --compare: paired bootstrap draws over prompts for the 95%% intervals (default 2000)")
     args = p.parse_args(argv)
     if args.responses and args.compare:
         p.error("--responses and --compare are two different jobs: give one")
@@ -575,13 +580,124 @@ def comparison_chart(runs: list[dict], names: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def write_comparison(run_dirs: list[Path], out: Path) -> None:
+# ---- compare runs: differences with paired bootstrap intervals, per instruction id, training-data overlap ----
+def ifeval_arrays(per_prompt: list[dict]) -> dict[str, "np.ndarray"]:
+    """Per prompt, keyed in input order: prompt followed (0/1) and instructions followed / given, strict and loose."""
+    import numpy as np
+
+    arrays = {}
+    for mode in ("strict", "loose"):
+        arrays[f"prompt_{mode}"] = np.array([all(r[mode]) for r in per_prompt], dtype=float)
+        arrays[f"followed_{mode}"] = np.array([sum(r[mode]) for r in per_prompt], dtype=float)
+    arrays["given"] = np.array([len(r["strict"]) for r in per_prompt], dtype=float)
+    return arrays
+
+
+def paired_bootstrap(base: list[dict], other: list[dict], draws: int, seed: int = 0) -> dict[str, tuple]:
+    """other - base on each IFEval metric, with a 95% interval from resampling the same prompts for both runs
+    (percentile bootstrap). Prompt-level: mean of 0/1 per prompt; instruction-level: followed / given over the drawn
+    prompts. Returns {metric: (base, other, difference, low, high)} in points."""
+    import numpy as np
+
+    a, b = ifeval_arrays(base), ifeval_arrays(other)
+    n = len(a["given"])
+    idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))                    # [draws, n]
+    out = {}
+    for mode in ("strict", "loose"):
+        for level, value in (("prompt", lambda x, i: x[f"prompt_{mode}"][i].mean(-1)),
+                             ("inst", lambda x, i: x[f"followed_{mode}"][i].sum(-1) / x["given"][i].sum(-1))):
+            whole = np.arange(n)
+            diffs = 100 * (value(b, idx) - value(a, idx))                                 # [draws]
+            low, high = np.percentile(diffs, [2.5, 97.5])
+            out[f"{level}_{mode}"] = (100 * value(a, whole), 100 * value(b, whole),
+                                      100 * (value(b, whole) - value(a, whole)), low, high)
+    return out
+
+
+def paired_prompts(base: dict, other: dict) -> tuple[list[dict], list[dict]]:
+    """The per-prompt verdicts of two IFEval runs on the prompts both scored, joined by key, in the base's order."""
+    by_key = {r["key"]: r for r in other["per_prompt"]}
+    common = [r for r in base["per_prompt"] if r["key"] in by_key]
+    return common, [by_key[r["key"]] for r in common]
+
+
+def trained_instruction_ids(path: Path) -> set[str] | None:
+    """The IFEval ids among the training data's hard constraints (None when there is no training file)."""
+    if not path.exists():
+        return None
+    return {h["id"] for ex in verify_lib.load_examples(path) for h in ex.hard if "id" in h}
+
+
+def training_overlap(path: Path, input_path: Path = IFEVAL_INPUT, n: int = 13) -> dict | None:
+    """IFEval prompts found in the training data: the same text (case and spacing folded), or any shared run of n
+    words (13, the n-gram of GPT-3's contamination study)."""
+    if not path.exists():
+        return None
+    def words(text: str) -> list[str]:
+        return " ".join(text.lower().split()).split(" ")
+    train = [words(ex.instruction) for ex in verify_lib.load_examples(path)]
+    grams = {tuple(w[i:i + n]) for w in train for i in range(len(w) - n + 1)}
+    texts = {" ".join(w) for w in train}
+    ifeval = read_ifeval_input(input_path)
+    same = [r["key"] for r in ifeval if " ".join(words(r["prompt"])) in texts]
+    shared = [r["key"] for r in ifeval if any(tuple(words(r["prompt"])[i:i + n]) in grams
+                                              for i in range(len(words(r["prompt"])) - n + 1))]
+    return {"train_file": str(path), "ifeval_prompts": len(ifeval), "same_text": same, f"shared_{n}_gram": shared}
+
+
+def difference_markdown(runs: list[dict], names: list[str], draws: int, trained: set[str] | None) -> list[str]:
+    """Per later run against the first: the four IFEval metrics with paired 95% intervals, then loose
+    instruction-level pass rates per instruction id (marked * when the training data has that id)."""
+    lines = []
+    for run, name in zip(runs[1:], names[1:]):
+        if "ifeval" not in runs[0] or "ifeval" not in run:
+            continue
+        base, other = paired_prompts(runs[0]["ifeval"], run["ifeval"])
+        lines += ["", f"## {name} vs {names[0]}: IFEval on the {len(base)} prompts both scored", "",
+                  f"Paired bootstrap over prompts ({draws} draws), 95% interval of the difference, in points.", "",
+                  f"| metric | {names[0]} | {name} | difference | 95% interval |", "|---|---:|---:|---:|---|"]
+        for key, (a, b, d, low, high) in paired_bootstrap(base, other, draws).items():
+            level, mode = key.split("_")
+            label = f"{'prompt' if level == 'prompt' else 'instruction'}-level {mode}"
+            lines.append(f"| {label} | {a:.2f} | {b:.2f} | {d:+.2f} | [{low:+.2f}, {high:+.2f}] |")
+        lines += ["", f"| instruction id (loose) | n | {names[0]} | {name} | difference |", "|---|---:|---:|---:|---:|"]
+        for iid, (n, a, b) in per_instruction_loose(base, other).items():
+            mark = "*" if trained and iid in trained else ""
+            lines.append(f"| {iid}{mark} | {n} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
+        if trained is not None:
+            lines += ["", "\* the training data has constraints of this id."]
+    return lines
+
+
+def per_instruction_loose(base: list[dict], other: list[dict]) -> dict[str, tuple[int, float, float]]:
+    """{instruction id: (times given, base pass rate, other pass rate)}, loose, in points."""
+    counts: dict[str, list[int]] = {}
+    for ra, rb in zip(base, other):
+        for iid, fa, fb in zip(ra["instruction_id_list"], ra["loose"], rb["loose"]):
+            c = counts.setdefault(iid, [0, 0, 0])
+            c[0], c[1], c[2] = c[0] + 1, c[1] + fa, c[2] + fb
+    return {iid: (n, 100 * a / n, 100 * b / n) for iid, (n, a, b) in sorted(counts.items())}
+
+
+def overlap_markdown(overlap: dict | None) -> list[str]:
+    if overlap is None:
+        return []
+    same, shared = overlap["same_text"], overlap["shared_13_gram"]
+    return ["", f"Training data {overlap['train_file']}: {len(same)} of the {overlap['ifeval_prompts']} IFEval "
+                f"prompts appear in it word for word, {len(shared)} share a run of 13 words with it (a constraint's wording "
+                f"counts too)"
+                + (f" (keys {sorted(set(same) | set(shared))[:20]})" if same or shared else "") + "."]
+
+
+def write_comparison(run_dirs: list[Path], out: Path, train_data: Path, draws: int) -> None:
     runs = [load_run(d) for d in run_dirs]
     names = [d.name for d in run_dirs]
     if len(set(names)) < len(names):
         names = [str(d) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
-    markdown = comparison_markdown(runs, names)
+    markdown = comparison_markdown(runs, names) + "\n".join(
+        difference_markdown(runs, names, draws, trained_instruction_ids(train_data))
+        + overlap_markdown(training_overlap(train_data))) + "\n"
     (out / "compare.md").write_text(markdown)
     comparison_chart(runs, names, out / "compare.png")
     print(markdown)
@@ -604,7 +720,7 @@ def score_responses_file(args) -> None:
 def main(argv=None):
     args = parse_args(argv)
     if args.compare:
-        return write_comparison(args.compare, args.out or HERE / "runs/eval/compare")
+        return write_comparison(args.compare, args.out or HERE / "runs/eval/compare", args.train_data, args.bootstrap)
     if args.responses:
         return score_responses_file(args)
 

@@ -285,3 +285,33 @@ def test_compare_refuses_a_folder_without_metrics(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="empty: no ifeval_metrics.json or verif_metrics.json"):
         eval05.main(["--compare", str(tmp_path / "empty"), "--out", str(tmp_path / "report")])
+
+
+def test_the_compare_report_gives_paired_differences_with_bootstrap_intervals(tmp_path):
+    ifeval_run(tmp_path / "base", ["a, b"] * 10 + ["a b"] * 10)      # 10 of 20 prompts followed
+    ifeval_run(tmp_path / "grpo", ["a b"] * 20)                        # all 20
+    ifeval_run(tmp_path / "same", ["a, b"] * 10 + ["a b"] * 10)
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"id": "t", "prompt": "Say hi.", "soft": [],
+                                 "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}) + "\n")
+    eval05.main(["--compare", *(str(tmp_path / r) for r in ("base", "grpo", "same")), "--out", str(tmp_path / "r"),
+                 "--train-data", str(train), "--bootstrap", "500"])
+    table = (tmp_path / "r/compare.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| prompt-level loose | 50.00 | 100.00 |"))
+    low, high = (float(x) for x in row.split("[")[1].rstrip(" |]").split(", "))
+    assert row.split(" | ")[3] == "+50.00" and 20 <= low < 50 < high <= 80    # ~ +50 +- 2 x 11 points
+    assert "| prompt-level strict | 50.00 | 50.00 | +0.00 | [+0.00, +0.00] |" in table.split("## same vs base")[1]
+    assert "| punctuation:no_comma* | 20 | 50.0 | 100.0 | +50.0 |" in table
+    assert "0 of the 541 IFEval prompts appear in it word for word, 0 share a run of 13 words with it" in table
+
+
+def test_ifeval_prompts_in_the_training_data_are_found(tmp_path):
+    ifeval = eval05.read_ifeval_input(eval05.IFEVAL_INPUT)
+    rows = [{"id": "copied", "prompt": "  " + ifeval[3]["prompt"].upper() + " ", "soft": [], "hard": []},
+            {"id": "quoted", "prompt": "Answer this: " + " ".join(ifeval[7]["prompt"].split()[:14]), "soft": [],
+             "hard": []}]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overlap = eval05.training_overlap(train)
+    assert overlap["same_text"] == [ifeval[3]["key"]]
+    assert set(overlap["shared_13_gram"]) >= {ifeval[3]["key"], ifeval[7]["key"]}
