@@ -684,8 +684,8 @@ def overlap_markdown(overlap: dict | None) -> list[str]:
         return []
     same, shared = overlap["same_text"], overlap["shared_13_gram"]
     return ["", f"Training data {overlap['train_file']}: {len(same)} of the {overlap['ifeval_prompts']} IFEval "
-                f"prompts appear in it word for word, {len(shared)} share a run of 13 words with it (a constraint's wording "
-                f"counts too)"
+                f"prompts appear in it word for word, {len(shared)} share a run of 13 words with it (the wording of "
+                "a constraint counts too)"
                 + (f" (keys {sorted(set(same) | set(shared))[:20]})" if same or shared else "") + "."]
 
 

@@ -92,7 +92,8 @@ def time_steps(model_dir: Path, rollouts: str, sizes: tuple, a) -> dict:
             t1 = time.perf_counter()
             rewards = torch.tensor([float(t.count(",") % 2 == 0) for t in answers])
             batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": completion_mask, "engine_logp": engine_logp,
-                     "advantages": grpo.group_advantages(rewards, gens), "n_prompt": ids.shape[1] - completion_mask.shape[1]}
+                     "advantages": grpo.group_advantages(rewards, gens),
+                     "n_prompt": ids.shape[1] - completion_mask.shape[1]}
             grpo.policy_update(model, optimizer, scheduler,
                                {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}, args)
             sync()
@@ -141,7 +142,8 @@ def main():
     sizes = (4, 4, 16, 8) if a.small else (32, 16, 512, 32)
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
               "prompts, generations, new tokens, micro-batch": sizes, "torch": torch.__version__,
-              "transformers": transformers.__version__, "ours": [time_steps(model_dir, r, sizes, a) for r in a.rollouts]}
+              "transformers": transformers.__version__,
+              "ours": [time_steps(model_dir, r, sizes, a) for r in a.rollouts]}
     if a.trl_bench:
         trl_out = Path(a.out).with_name("trl_bench.json")
         subprocess.run([sys.executable, str(a.trl_bench), "--tok", str(model_dir), "--steps", str(a.steps),

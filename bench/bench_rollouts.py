@@ -28,7 +28,8 @@ def run(backend_flags: list[str], max_new_tokens: int, steps: int, data: Path | 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rollout-url", required=True, help="scripts/serve_policy.sh's server, e.g. http://127.0.0.1:8001/v1")
+    p.add_argument("--rollout-url", required=True,
+                   help="scripts/serve_policy.sh's server, e.g. http://127.0.0.1:8001/v1")
     p.add_argument("--max-new-tokens", type=int, nargs="+", default=[48, 128], help="answer lengths (default 48 128)")
     p.add_argument("--steps", type=int, default=2, help="steps per configuration (default 2: base, then adapter)")
     p.add_argument("--data", type=Path, help="04_grpo.py --data (default: its own)")

@@ -36,7 +36,8 @@ def fake_repo(tmp_path, test_body):
     the real exit trap stopping a 'server' that is already gone by then (as a fast-stopping vLLM server is)."""
     (tmp_path / ".ci").mkdir()
     tail = CI[CI.index("# ---- the tests ----"):]
-    head = f"set -euo pipefail\nsetsid sleep 0 &\nservers=($!)\nsetsid sleep 0 &\nservers+=($!)\n{server_stop_lines()}\n"
+    servers = "setsid sleep 0 &\nservers=($!)\nsetsid sleep 0 &\nservers+=($!)\n"   # two, as .ci/run starts
+    head = f"set -euo pipefail\n{servers}{server_stop_lines()}\n"
     (tmp_path / ".ci/run").write_text(head + tail.replace(".venv/bin/python", sys.executable))
     (tmp_path / "tests").mkdir()
     if test_body is not None:

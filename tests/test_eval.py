@@ -156,7 +156,8 @@ def test_greedy_means_the_argmax_whatever_the_model_s_generation_config(opiniona
     (answer,) = eval05.hf_backend(args)([chat])
     tokenizer = transformers.AutoTokenizer.from_pretrained(opinionated_model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(opinionated_model_dir)
-    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]
     with torch.no_grad():
         for _ in range(24):                                 # argmax by hand, no logits processor at all
             ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
