@@ -679,10 +679,14 @@ def main(argv=None):
                 input_ids, attention_mask, completion_mask, truncated, texts = rollout(
                     model, tokenizer, batch_examples, args)
             else:
-                if step > 1:                        # step 1 samples the base model: a fresh LoRA adapter is a no-op
-                    server.serve(model, step)
-                input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = server_rollout(
-                    server, tokenizer, batch_examples, stop_ids, args)
+                try:
+                    if step > 1:                    # step 1 samples the base model: a fresh LoRA adapter is a no-op
+                        server.serve(model, step)
+                    input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = server_rollout(
+                        server, tokenizer, batch_examples, stop_ids, args)
+                except RolloutServerError as e:
+                    sys.exit(f"04_grpo.py: step {step}: {e}\n  the run folder holds steps up to {step - 1}; "
+                             "--resume continues from its last checkpoint")
             t1 = time.perf_counter()
 
             # ---- rewards (all in verify_lib) ----

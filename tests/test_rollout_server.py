@@ -151,3 +151,19 @@ def test_the_gpu_step_benchmark_times_the_server_path(policy_server, tmp_path):
     (server,) = json.loads((tmp_path / "bench.json").read_text())["ours"]
     assert server["rollouts"] == "server" and len(server["steps"]) == 2
     assert server["mean_generate_tok_per_s_after_first"] > 0
+
+
+def test_a_refused_adapter_mid_run_names_the_step_keeps_what_was_done_and_resume_continues(policy_server, tmp_path):
+    """The CI server takes ranks up to 16: with --lora-r 32, step 1 (the base model, no adapter) runs and is saved,
+    step 2's adapter is refused. The run stops there, with step 1 whole on disk; --resume continues from it."""
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "Say hi.", "soft": [],
+                                "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}) + "\n")
+    flags = ["--data", str(data), "--out-dir", str(tmp_path / "run"), "--steps", "2", "--prompts-per-step", "1",
+             "--num-generations", "2", "--max-new-tokens", "8", "--lora-r", "32", "--save-every", "1"]
+    with pytest.raises(SystemExit, match=r"step 2: rollout server .*LoRA rank 32 is greater than max_lora_rank 16"):
+        grpo.main(flags + ["--rollout-url", policy_server])
+    assert [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()] == [1]
+    assert not (tmp_path / "run/checkpoint.tmp").exists() and not (tmp_path / "run/adapter").exists()
+    grpo.main(flags + ["--resume"])                         # here on the HF path, which takes any rank
+    assert [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()] == [1, 2]
