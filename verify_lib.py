@@ -1743,8 +1743,13 @@ def _column(columns: dict, name: str, n: int, default: Any) -> list:
 
 @functools.lru_cache(maxsize=None)
 def _env_judge() -> Judge | None:
+    """The judge of verl's reward workers: VERIF_JUDGE_URL, VERIF_JUDGE_MODEL, and optionally VERIF_JUDGE_MAX_TOKENS
+    and VERIF_JUDGE_EXTRA_BODY (JSON merged into each request, e.g. vLLM's structured_outputs)."""
     url, model = os.environ.get("VERIF_JUDGE_URL"), os.environ.get("VERIF_JUDGE_MODEL")
-    return Judge(url, model) if url and model else None
+    if not (url and model):
+        return None
+    return Judge(url, model, max_tokens=int(os.environ.get("VERIF_JUDGE_MAX_TOKENS", 4096)),
+                 extra_body=json.loads(os.environ.get("VERIF_JUDGE_EXTRA_BODY", "{}")))
 
 
 # ======================================================================================================================

@@ -8,7 +8,8 @@
 #   VERIF_JUDGE_URL=http://10.0.0.5:8000/v1 MODEL=Qwen/Qwen2.5-7B-Instruct bash scripts/verl_grpo.sh trainer.nnodes=2
 #
 # Environment: MODEL (policy, HF id or folder), VERIF_JUDGE_URL and VERIF_JUDGE_MODEL (default "judge"; the reward
-# workers read them: no URL, no judge, and soft constraints are skipped), VERIF_REWARD_MODE (product | average |
+# workers read them: no URL, no judge, and soft constraints are skipped), VERIF_JUDGE_MAX_TOKENS (default 4096),
+# VERIF_REWARD_MODE (product | average |
 # rule_only | judge_only; default product, the released code's form), TRAIN/EVAL (parquet files), GPUS (per node,
 # default 8), VERL_REWARD (naive: verl >= 0.7, the default | batch: verl <= 0.6), PYTHON (default python3).
 # Extra arguments are hydra overrides and win over these.
@@ -44,7 +45,8 @@ args=(
   trainer.experiment_name="verif-grpo-${VERIF_REWARD_MODE}"
   trainer.rollout_data_dir=runs/verl/rollouts                   # per-sample dumps, with judge / judge_failed
 )
-for var in VERIF_JUDGE_URL VERIF_JUDGE_MODEL VERIF_REWARD_MODE; do  # to the reward workers on every node
+export VERIF_JUDGE_MAX_TOKENS="${VERIF_JUDGE_MAX_TOKENS:-4096}"
+for var in VERIF_JUDGE_URL VERIF_JUDGE_MODEL VERIF_JUDGE_MAX_TOKENS VERIF_REWARD_MODE; do  # to every node's workers
   args+=("+ray_kwargs.ray_init.runtime_env.env_vars.$var='${!var}'")
 done
 if [ "${VERL_REWARD:-naive}" = batch ]; then                     # verl <= 0.6

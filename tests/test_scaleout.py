@@ -199,4 +199,4 @@ def test_verl_launch_script_composes_verifs_hyperparameters(verl_python):
                    "use_kl_in_reward": False, "temperature": 1.0, "reward_manager": "naive",
                    "custom_reward_function": {"path": str(ROOT / "scripts/verl_reward.py"), "name": "compute_score"},
                    "worker_env": {"VERIF_JUDGE_URL": "http://10.0.0.5:8000/v1", "VERIF_JUDGE_MODEL": "judge",
-                                  "VERIF_REWARD_MODE": "average"}}
+                                  "VERIF_JUDGE_MAX_TOKENS": "4096", "VERIF_REWARD_MODE": "average"}}
