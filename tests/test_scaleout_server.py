@@ -47,8 +47,8 @@ def test_trl_grpo_trainer_trains_two_steps_on_code_ifeval_and_soft_constraints(t
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "reward" in entry]
     assert trainer.state.global_step == 2 and len(logged) == 2
-    # every answer to a soft row, and no other, went to the judge: 2 soft rows x 3 samples x 2 steps ...
-    assert judge.stats["calls"] + judge.stats["cache_hits"] + judge.stats["deduplicated"] >= 1
+    # 4 of the 6 rows are drawn (2 a step), at least 2 of them with soft constraints: >= 6 answers judged
+    assert judge.stats["calls"] + judge.stats["cache_hits"] + judge.stats["deduplicated"] >= 6
     assert judge.stats["errors"] == 0
     assert all(0.0 <= entry["reward"] <= 1.0 for entry in logged)
 
