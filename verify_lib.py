@@ -6,7 +6,7 @@ glue that every stage imports. Sections, in reading order:
 
   1. Schema   the canonical example, one JSON object per line; its loader and VerInstruct's
               -> Example, ExampleError, load_examples, load_verinstruct, from_verinstruct, parse_example,
-                 read_jsonl
+                 from_arrow, read_jsonl
   2. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics
   3. Sandbox  generated `check_following` code, run in worker processes that nothing escapes
@@ -15,8 +15,8 @@ glue that every stage imports. Sections, in reading order:
               -> Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict, final_answer
   5. Reward   the VerIF reward in its four modes
               -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES
-  6. Adapters the reward as verl and TRL call it
-              -> compute_score, trl_reward_func
+  6. Adapters the reward as verl and TRL call it, and the rows they read
+              -> compute_score, compute_score_batch, trl_reward_func, verl_row, trl_row
   7. Models   the embedded default model as a plain HF folder, model loading for the stages, plain sampling
               -> embedded_model_dir, load_model, sampling_kwargs, engine_sampling, stop_token_ids, add_lora,
                  save_folder_atomically
@@ -54,12 +54,13 @@ from typing import Any, Callable, Iterable, Sequence
 import httpx
 
 __all__ = [
-    "Example", "ExampleError", "load_examples", "load_verinstruct", "from_verinstruct", "parse_example", "read_jsonl",
+    "Example", "ExampleError", "load_examples", "load_verinstruct", "from_verinstruct", "parse_example", "from_arrow",
+    "read_jsonl",
     "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
     "run_code_checks", "CodeSandbox", "CodeCheckResult",
     "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
-    "compute_score", "trl_reward_func",
+    "compute_score", "compute_score_batch", "trl_reward_func", "verl_row", "trl_row",
     "embedded_model_dir", "load_model", "EMBEDDED_MODEL", "sampling_kwargs", "engine_sampling", "stop_token_ids",
     "add_lora", "save_folder_atomically",
 ]
@@ -162,6 +163,21 @@ def parse_example(row: Any) -> Example:
                    hard=hard, soft=soft, source=_expect(row, "source", str) or "")
 
 
+def from_arrow(row: Any) -> Example:
+    """parse_example for a row as Arrow hands it back (datasets, pandas, parquet: so verl and TRL), or its JSON text.
+
+    Arrow gives a column one type for all rows, so a struct carries the fields of every row, the absent ones as None;
+    pandas hands lists back as numpy arrays, and integers of a struct field with nulls as floats (NaN for null). Those
+    are undone before the usual validation (the schema has no float field, so an integral float is an integer):
+        {"code": "def check_following(...", "id": None, "kwargs": None, "text": None}  ->  {"code": "def check_..."}
+        {"id": "punctuation:no_comma", "kwargs": {"num_words": None, ...}, "code": None}  ->  {"id": ..., "kwargs": {}}
+        array(['The tone is warm.'], dtype=object)                                      ->  ['The tone is warm.']
+        {"num_highlights": 2.0, "num_words": nan}                                        ->  {"num_highlights": 2}
+    For the adapters only: load_examples reads our own files strictly, where a null field is an error.
+    """
+    return parse_example(_without_nulls(json.loads(row) if isinstance(row, str) else row))
+
+
 def from_verinstruct(row: Any) -> tuple[Example, list[str]]:
     """One VerInstruct row as (Example, untagged checkers); ValueError says what is wrong (see load_verinstruct)."""
     if not isinstance(row, dict):
@@ -195,6 +211,21 @@ def read_jsonl(path: str | Path, *, error: type[Exception] = ValueError) -> Iter
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise error(f"{path}:{lineno}: malformed JSON: {e.msg} (column {e.colno})") from None
+
+
+def _without_nulls(value: Any) -> Any:
+    """Plain Python from Arrow's output: numpy arrays and scalars as lists and numbers, integral floats as integers,
+    dict entries that are None or NaN dropped (recursively)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy array or scalar
+        value = value.tolist()
+    if isinstance(value, dict):
+        plain = {k: _without_nulls(v) for k, v in value.items()}
+        return {k: v for k, v in plain.items() if not (v is None or v != v)}  # v != v: NaN
+    if isinstance(value, (list, tuple)):
+        return [_without_nulls(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _expect(row: dict, key: str, kind: type, *, required: bool = False) -> Any:
@@ -1600,41 +1631,71 @@ def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list
 
 
 # ======================================================================================================================
-# 6. Adapters: the reward in the shapes that verl and TRL call
+# 6. Adapters: the reward in the shapes that verl and TRL call, and the data rows they read
 # ======================================================================================================================
+# verl (checked against 0.6.1 and 0.9.1) calls `custom_reward_function.name` in one of two shapes:
+#   per sample  compute_score(data_source, solution_str, ground_truth, extra_info)   reward manager `naive`
+#   per batch   compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **reward_kwargs)
+#               reward manager `batch` (verl <= 0.6: reward_model.reward_manager=batch; from 0.7 on, verl's trainer
+#               scores through its reward loop, which has no `batch` manager and runs `naive` calls concurrently)
+# The batch shape gives verif_reward a whole step at once: concurrent judge calls, de-duplication, and in product mode
+# no call for a response whose hard score is 0. Both return a dict; verl uses "score" as the reward and logs the other
+# keys (reward_extra_info: validation metrics per data source, and the rollout dumps of trainer.rollout_data_dir).
+# verl takes no None: a failed judge call gives score 0.0 with judge_failed = 1, so the failures can be counted and
+# not mistaken for real zeros; the batch shape also raises JudgeError when more than max_judge_failure_share of its
+# judge calls fail (0.1, as verif_reward's default), which stops a run whose judge is down.
+# TRL (checked against 1.16) calls trl_reward_func's function with the batch's columns; None means "no reward".
 
 def compute_score(data_source: str, solution_str: str, ground_truth: str | dict,
                   extra_info: dict | None = None) -> dict:
-    """verl's reward-function signature (`custom_reward_function.path=verify_lib.py`, `name=compute_score`).
+    """verl's per-sample reward function (`custom_reward_function.path=scripts/verl_reward.py`, `name=compute_score`).
 
-    ground_truth is the canonical example (a dict, or its JSON string as verl datasets store it). The judge and the
-    mode come from the environment: VERIF_JUDGE_URL and VERIF_JUDGE_MODEL (no judge when unset), VERIF_REWARD_MODE
-    (default "product"). Returns {"score": ..., "hard_score": ..., "judge": 1 | 0 | -1 (not asked),
-    "judge_failed": 0 | 1}; verl logs the extra keys. A failed judge call gives score 0.0 *and* judge_failed 1, so it
-    shows in the metrics instead of passing as a real 0.
+    ground_truth is the canonical example (its JSON text, as verl_row stores it, or a dict as Arrow returns it). The
+    judge and the mode come from the environment: VERIF_JUDGE_URL and VERIF_JUDGE_MODEL (no judge when unset),
+    VERIF_REWARD_MODE (default "product"). Returns {"score": ..., "hard_score": ..., "judge": 1 | 0 | -1 (not asked),
+    "judge_failed": 0 | 1}: a failed judge call gives score 0.0 *and* judge_failed 1 (see the section's notes).
     """
-    example = parse_example(json.loads(ground_truth) if isinstance(ground_truth, str) else ground_truth)
     mode = os.environ.get("VERIF_REWARD_MODE", "product")
-    (result,) = verif_reward([example], [solution_str], _env_judge(), mode, max_judge_failure_share=1.0)
-    verdict = result.verdict
-    return {"score": 0.0 if result.score is None else float(result.score), "hard_score": result.hard_score,
-            "judge": -1 if verdict is None or verdict.value is None else verdict.value,
-            "judge_failed": int(verdict is not None and verdict.value is None)}
+    (result,) = verif_reward([from_arrow(ground_truth)], [solution_str], _env_judge(), mode,
+                             max_judge_failure_share=1.0)
+    return _verl_result(result)
+
+
+def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
+                        extra_infos: Sequence[dict] | None = None, *, mode: str | None = None,
+                        max_judge_failure_share: float = 0.1) -> list[dict]:
+    """verl's batch reward function (`reward_manager=batch`, `custom_reward_function.name=compute_score_batch`): one
+    verif_reward call for the whole step, judged concurrently; one compute_score-style dict per sample, in order.
+
+    Arguments are verl's lists (numpy object arrays are fine); `mode` and `max_judge_failure_share` can be set with
+    `custom_reward_function.reward_kwargs` (mode defaults to VERIF_REWARD_MODE, then "product").
+
+    >>> gt = {"id": "a", "prompt": "Greet me, no commas.", "hard": [{"id": "punctuation:no_comma"}], "soft": []}
+    >>> [r["score"] for r in compute_score_batch(["verif"] * 2, ["Hi friend", "Hi, friend"], [gt, gt])]
+    [1.0, 0.0]
+    """
+    mode = mode or os.environ.get("VERIF_REWARD_MODE", "product")
+    examples = [from_arrow(gt) for gt in ground_truths]
+    results = verif_reward(examples, list(solution_strs), _env_judge(), mode,
+                           max_judge_failure_share=max_judge_failure_share)
+    return [_verl_result(r) for r in results]
 
 
 def trl_reward_func(judge: Judge | None = None, mode: str = "product") -> Callable[..., list[float | None]]:
     """A TRL reward function: `GRPOTrainer(reward_funcs=[verify_lib.trl_reward_func(judge)], ...)`.
 
     TRL calls it as f(prompts, completions, **columns), each a list over the batch, with the dataset's other columns
-    (here `hard`, `soft`, optional `id`) as keyword lists. Prompts and completions may be plain strings or chats
-    (lists of {"role", "content"}). A sample whose judge call failed gets None, which TRL leaves out of the reward.
+    (here `hard`, `soft`, optional `id`; see trl_row) as keyword lists, as Arrow returns them (see from_arrow). Prompts
+    and completions may be plain strings or chats (lists of {"role", "content"}). A sample whose judge call failed
+    gets None, which TRL leaves out of the reward.
     """
     def verif(prompts: list, completions: list, **columns) -> list[float | None]:
-        hard, soft = columns.get("hard") or [[]] * len(prompts), columns.get("soft") or [[]] * len(prompts)
-        ids = columns.get("id") or [str(i) for i in range(len(prompts))]
-        examples = [parse_example({"id": str(i), ("prompt" if isinstance(p, str) else "messages"): p,
-                                   "hard": h or [], "soft": s or []})
-                    for i, p, h, s in zip(ids, prompts, hard, soft)]
+        n = len(prompts)
+        hard, soft = _column(columns, "hard", n, []), _column(columns, "soft", n, [])
+        ids = _column(columns, "id", n, None)
+        examples = [from_arrow({"id": str(i if id_ is None else id_), "hard": h, "soft": s,
+                                ("prompt" if isinstance(p, str) else "messages"): p})
+                    for i, (id_, p, h, s) in enumerate(zip(ids, prompts, hard, soft))]
         answers = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         return [r.score for r in verif_reward(examples, answers, judge, mode, max_judge_failure_share=1.0)]
 
@@ -1642,10 +1703,55 @@ def trl_reward_func(judge: Judge | None = None, mode: str = "product") -> Callab
     return verif
 
 
+def verl_row(example: Example, split: str, index: int) -> dict:
+    """One row of a verl RL dataset (parquet): the chat prompt verl renders with the model's template, and the
+    canonical example as `reward_model.ground_truth`, JSON text: a struct column would unify the kwargs of every
+    IFEval id across rows, and parquet cannot store a struct with no fields (a file whose constraints take no kwargs).
+
+    >>> ex = parse_example({"id": "a", "prompt": "Hi.", "hard": [], "soft": ["Warm."], "source": "seeds"})
+    >>> verl_row(ex, "train", 0)["reward_model"]["ground_truth"][:38]
+    '{"id": "a", "prompt": "Hi.", "hard": ['
+    """
+    return {"data_source": f"verif/{example.source or 'canonical'}", "prompt": _chat(example),
+            "ability": "instruction_following",
+            "reward_model": {"style": "rule", "ground_truth": json.dumps(example.to_json(), ensure_ascii=False)},
+            "extra_info": {"split": split, "index": index, "id": example.id}}
+
+
+def trl_row(example: Example) -> dict:
+    """One row of a TRL dataset for GRPOTrainer with trl_reward_func: a conversational `prompt` (TRL applies the chat
+    template) and the constraints as columns, which TRL passes to the reward function. An empty `kwargs` is left out:
+    parquet cannot store a struct with no fields, as it would be in a file whose constraints all take no kwargs."""
+    hard = [{k: v for k, v in h.items() if not (k == "kwargs" and not v)} for h in example.hard]
+    return {"prompt": _chat(example), "id": example.id, "hard": hard, "soft": example.soft}
+
+
+def _chat(example: Example) -> list[dict]:
+    return example.messages if example.messages is not None else [{"role": "user", "content": example.prompt}]
+
+
+def _verl_result(result: RewardResult) -> dict:
+    verdict = result.verdict
+    return {"score": 0.0 if result.score is None else float(result.score), "hard_score": result.hard_score,
+            "judge": -1 if verdict is None or verdict.value is None else verdict.value,
+            "judge_failed": int(verdict is not None and verdict.value is None)}
+
+
+def _column(columns: dict, name: str, n: int, default: Any) -> list:
+    """A dataset column as TRL passes it, or `default` for every row when the dataset has no such column."""
+    values = columns.get(name)
+    return [default] * n if values is None else list(values)
+
+
 @functools.lru_cache(maxsize=None)
 def _env_judge() -> Judge | None:
+    """The judge of verl's reward workers: VERIF_JUDGE_URL, VERIF_JUDGE_MODEL, and optionally VERIF_JUDGE_MAX_TOKENS
+    and VERIF_JUDGE_EXTRA_BODY (JSON merged into each request, e.g. vLLM's structured_outputs)."""
     url, model = os.environ.get("VERIF_JUDGE_URL"), os.environ.get("VERIF_JUDGE_MODEL")
-    return Judge(url, model) if url and model else None
+    if not (url and model):
+        return None
+    return Judge(url, model, max_tokens=int(os.environ.get("VERIF_JUDGE_MAX_TOKENS", 4096)),
+                 extra_body=json.loads(os.environ.get("VERIF_JUDGE_EXTRA_BODY", "{}")))
 
 
 # ======================================================================================================================
