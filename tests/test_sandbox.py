@@ -6,6 +6,7 @@ gives them.
 """
 import os
 import signal
+import sys
 import socket
 import textwrap
 import time
@@ -13,7 +14,9 @@ import time
 import psutil
 import pytest
 
-from verify_lib import CodeCheckResult, CodeSandbox, run_code_checks
+import verify_lib
+
+from verify_lib import CodeCheckResult, CodeSandbox, SandboxUnavailable, run_code_checks
 
 TIMEOUT_S = 1.0
 MARGIN_S = 1.5  # worker replacement plus a loaded machine
@@ -453,3 +456,58 @@ def test_timeouts_report_cpu_for_busy_loops_and_wall_for_sleeps():
         results = sandbox.run([(sleep, "i", "r"), (spin, "i", "r")])
     assert results[0] == CodeCheckResult(False, f"timeout: wall {TIMEOUT_S}s")
     assert results[1].error in (f"timeout: cpu {TIMEOUT_S}s", f"timeout: wall {TIMEOUT_S}s")  # wall if CPU is short
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The parent trusts nothing from a worker; no kernel layer, no sandbox unless the caller opts in
+# ---------------------------------------------------------------------------------------------------------------------
+def lying_worker(reply):
+    """A worker command that starts like a real one, then answers every batch with `reply` (bytes) whatever it got."""
+    script = ("import os, sys\nos.write(1, b'R\\n')\nwhile True:\n    header = sys.stdin.buffer.read(4)\n"
+              "    if len(header) < 4:\n        break\n    sys.stdin.buffer.read(int.from_bytes(header, 'little'))\n"
+              f"    os.write(1, {reply!r})\n")
+    return lambda *args: [sys.executable, "-c", script]
+
+
+@pytest.mark.parametrize("reply, violation", [
+    (b"---T\n" * 5, "more results than items sent"),  # forged verdicts for items it was not sent (yet)
+    (b"hello\n", "malformed result line"),
+    (b"--xT\n---F\n", "output after retiring"),
+])
+def test_a_worker_that_breaks_the_protocol_fails_its_items_and_is_replaced(monkeypatch, reply, violation):
+    monkeypatch.setattr("verify_lib._worker_command", lying_worker(reply))
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        results = sandbox.run([(AT_MOST_50_WORDS, "i", "r")] * 3)
+        assert results == [CodeCheckResult(False, "sandbox protocol violation: " + violation)] * 3
+        assert sandbox.stats["worker_restarts"] >= 1
+
+
+def test_without_the_kernel_layer_the_sandbox_refuses_unless_weak_isolation_is_asked_for(monkeypatch, caplog):
+    monkeypatch.setattr("verify_lib._kernel_programs", lambda: "libseccomp is not available (test)")
+    monkeypatch.delenv("VERIF_SANDBOX_ALLOW_WEAK_ISOLATION", raising=False)
+    with pytest.raises(SandboxUnavailable, match="libseccomp is not available .test.*allow_weak_isolation=True"):
+        CodeSandbox(workers=1).run(BENIGN_BATCH)
+    with CodeSandbox(workers=1, allow_weak_isolation=True) as sandbox:
+        assert sandbox.run(BENIGN_BATCH) == BENIGN_EXPECTED
+        assert sandbox.isolation == "weak: libseccomp is not available (test)"
+    assert "WEAK SANDBOX ISOLATION" in caplog.text
+    monkeypatch.setenv("VERIF_SANDBOX_ALLOW_WEAK_ISOLATION", "1")
+    assert run_code_checks(BENIGN_BATCH[:2]) == BENIGN_EXPECTED[:2]
+    verify_lib._default_sandbox.close()  # its workers are unconfined: leave none behind for the other tests
+
+
+def test_a_kernel_that_refuses_the_filter_stops_the_sandbox_with_the_reason(monkeypatch):
+    refused = {role: b"\x00" * 8 for role in ("worker", "zygote", "check")}  # one instruction, no return: invalid
+    monkeypatch.setattr("verify_lib._kernel_programs", lambda: refused)
+    with pytest.raises(SandboxUnavailable, match="the kernel refused the seccomp filter"):
+        CodeSandbox(workers=1).run(BENIGN_BATCH)
+
+
+def test_workers_run_confined_by_default(pool):
+    sandbox = pool
+    assert sandbox.isolation == "kernel"
+    workers = [psutil.Process(worker.proc.pid) for worker in sandbox._pool]
+    for process in workers + [zygote for worker in workers for zygote in worker.children()]:
+        assert "Seccomp:\t2\n" in open(f"/proc/{process.pid}/status").read()  # under a seccomp filter
+        assert process.uids().real == (65534 if os.geteuid() == 0 else os.getuid())
+    assert len(workers) == 2 and all(len(worker.children()) == 1 for worker in workers)
