@@ -9,8 +9,8 @@ glue that every stage imports. Sections, in reading order:
                  read_jsonl
   2. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics
-  3. Sandbox  generated `check_following` code, run in worker processes that nothing escapes
-              -> run_code_checks, CodeSandbox, CodeCheckResult
+  3. Sandbox  generated `check_following` code, run in worker processes that the kernel confines (seccomp-bpf)
+              -> run_code_checks, CodeSandbox, CodeCheckResult, SandboxUnavailable
   4. Judge    soft constraints, judged by an LLM behind an OpenAI-compatible API
               -> Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict, final_answer
   5. Reward   the VerIF reward in its four modes
@@ -1890,8 +1890,11 @@ class RewardResult:
 
 def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: Judge | None = None,
                  mode: str = "product", *, hard_reduce: str = "mean", max_judge_failure_share: float = 0.1,
-                 code_timeout_s: float = 2.0, instruction_literal: bool = False) -> list[RewardResult]:
-    """The VerIF reward of responses[i] to examples[i]; only the text after the last </think> is verified."""
+                 code_timeout_s: float = 2.0, instruction_literal: bool = False,
+                 allow_weak_isolation: bool | None = None) -> list[RewardResult]:
+    """The VerIF reward of responses[i] to examples[i]; only the text after the last </think> is verified.
+    allow_weak_isolation: whether code constraints may run without the sandbox's kernel layer (see CodeSandbox; None:
+    the VERIF_SANDBOX_ALLOW_WEAK_ISOLATION environment variable decides)."""
     if mode not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {mode!r}; choose from {REWARD_MODES}")
     if hard_reduce not in ("mean", "all"):
@@ -1902,7 +1905,7 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
         raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
     answers = [final_answer(r) for r in responses]
     hard = ([[] for _ in examples] if mode == "judge_only"
-            else _hard_checks(examples, answers, code_timeout_s, instruction_literal))
+            else _hard_checks(examples, answers, code_timeout_s, instruction_literal, allow_weak_isolation))
     hard_scores = [(float(all(c.passed for c in checks)) if hard_reduce == "all" else sum(c.passed for c in checks)
                     / len(checks)) if checks else 1.0 for checks in hard]
 
@@ -1959,7 +1962,8 @@ def reward_summary(results: Sequence[RewardResult]) -> dict[str, float]:
     }
 
 
-def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list[list[HardCheck]]:
+def _hard_checks(examples, answers, code_timeout_s, instruction_literal,
+                 allow_weak_isolation=None) -> list[list[HardCheck]]:
     """Every hard constraint of every response: IFEval ones here (strict), code ones in one sandboxed batch."""
     checks: list[list[HardCheck | None]] = []
     code_items, code_slots = [], []
@@ -1974,7 +1978,8 @@ def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list
                 row.append(HardCheck(h["id"], ifeval_follows(h["id"], h.get("kwargs"), answer, prompt=ex.instruction)))
         checks.append(row)
     if code_items:
-        results = run_code_checks(code_items, timeout_s=code_timeout_s, instruction_literal=instruction_literal)
+        results = run_code_checks(code_items, timeout_s=code_timeout_s, instruction_literal=instruction_literal,
+                                  allow_weak_isolation=allow_weak_isolation)
         for (i, j, name), result in zip(code_slots, results):
             checks[i][j] = HardCheck(name, result.passed, result.error)
     return checks
