@@ -46,6 +46,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -658,7 +659,7 @@ def _detect_language(text: str) -> str | None:
 #
 # A static screen sends each distinct source down one of two paths. Sources that provably cannot reach state shared
 # between checks (no reflection, no attribute assignment, no classes or generators; see _fast_path_ok) run in the
-# worker itself with fresh globals and builtins, at ~10 us a check. Anything else runs in a process of its own (~1 ms),
+# worker itself with fresh globals and builtins, at ~10 us a check. Anything else runs in a process of its own,
 # forked for that one check by a "zygote": a child the worker forks at start-up, before it has seen any item, so a
 # check that reads memory finds no other response of its batch, and whatever it changes dies with it. That process
 # gets a stricter filter on top (no fork, no reading, writing only its one-record result pipe, no timer changes), and
@@ -695,7 +696,7 @@ def run_code_checks(items, *, timeout_s=2.0, memory_mb=512, workers=None, instru
 
     instruction_literal=True passes the literal string "instruction" as the first argument of check_following, exactly
     as the released VerIF code did; the default passes the real instruction text. allow_weak_isolation: see
-    CodeSandbox. Uses a module-level CodeSandbox, created on first use (again if the settings change) and closed at exit.
+    CodeSandbox. Uses a module-level CodeSandbox, created on first use (again if the settings change), closed at exit.
     """
     global _default_sandbox
     settings = (workers, float(timeout_s), int(memory_mb), _weak_isolation_allowed(allow_weak_isolation))
@@ -765,6 +766,8 @@ class CodeSandbox:
     def _kill_pool(self):
         for worker in self._pool:
             worker.kill()
+        for worker in self._pool:
+            worker.wait_for_group()
         self._pool = []
 
     def _spawn(self):
@@ -938,7 +941,8 @@ _SYSCALLS = {
                "poll": None, "ppoll": None, "select": None, "pselect6": None, "setitimer": None, "getitimer": None},
     # The zygote runs no check; what it allows, its children may do until they add the "check" filter: fork, wait,
     # limit themselves (prlimit on their own pid only), arm their timers, and install that filter.
-    "zygote": {"read": (0, (_FD["items"],)), "readv": (0, (_FD["items"],)), "write": (0, (_FD["result_out"], _FD["exit_out"])),
+    "zygote": {"read": (0, (_FD["items"],)), "readv": (0, (_FD["items"],)),
+               "write": (0, (_FD["result_out"], _FD["exit_out"])),
                "clone": None, "wait4": None, "set_robust_list": None, "rseq": None, "setitimer": None,
                "close_range": None, "prlimit64": (0, (0,)),
                "prctl": (0, (_PR_SET_PDEATHSIG, _PR_SET_SECCOMP, _PR_SET_NO_NEW_PRIVS))},
@@ -963,7 +967,6 @@ def _kernel_programs():
 
 
 def _bpf_program(seccomp, role):
-    import tempfile
     rules = {**_SYSCALLS_EVERYWHERE, **_SYSCALLS[role]}
     program = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))
     program.set_attr(2, seccomp.KILL_PROCESS)  # SCMP_FLTATR_ACT_BADARCH: e.g. i386 calls from an x86-64 process
@@ -1036,6 +1039,30 @@ class _WorkerProcess:
                 pipe.close()
             except OSError:
                 pass
+
+    def wait_for_group(self, timeout_s=2.0):
+        """Wait until no process of the killed group (the zygote, a forked check) runs any more: SIGKILL takes effect
+        asynchronously, and close() promises that nothing is left. Their zombies are init's to reap."""
+        deadline = time.monotonic() + timeout_s
+        while _group_is_running(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+def _group_is_running(pgid):
+    """Whether a process of group `pgid` is alive and not a zombie (read from /proc/*/stat: state, ppid, pgrp)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, _, group = f.read().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # not a process, or it is gone
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 _default_sandbox: CodeSandbox | None = None
@@ -1129,7 +1156,7 @@ def _confine_worker(runner, programs, disabled):
     _keep_fds({0: 0, 1: 1, 2: 2, _FD["statm"]: _FD["statm"], _FD["to_zygote"]: to_zygote[1],
                _FD["check_result"]: check_result[0], _FD["check_exit"]: check_exit[0]})
     os.set_blocking(_FD["check_result"], False)
-    runner.commands = open(_FD["commands"], "rb", closefd=False)  # its set-up calls (fstat, lseek) come before the filter
+    runner.commands = open(_FD["commands"], "rb", closefd=False)  # its set-up calls (fstat, lseek): before the filter
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # binds now that it is not root; the zygote forks, not this
     if "audit_hook" not in disabled:
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
@@ -1588,7 +1615,8 @@ def _make_audit_hook(process_pid, flags):
     # everything it uses as positional defaults, which cannot be rebound without raising the object.__setattr__ event
     # it forbids. Checkers in the worker itself (fast path) cannot reach anything at all.
     def hook(event, args, _pid=process_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str,
-             _allowed=_ALLOWED_EVENTS, _error=PermissionError, _protected=("__code__", "__defaults__", "__kwdefaults__")):
+             _allowed=_ALLOWED_EVENTS, _error=PermissionError,
+             _protected=("__code__", "__defaults__", "__kwdefaults__")):
         if _getpid() == _pid and not _flags[0]:
             return  # the sandbox's own code: compiling, forking
         if event in _allowed:

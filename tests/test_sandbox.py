@@ -21,6 +21,7 @@ from verify_lib import CodeCheckResult, CodeSandbox, SandboxUnavailable, run_cod
 TIMEOUT_S = 1.0
 MARGIN_S = 1.5  # worker replacement plus a loaded machine
 TEST_PID = os.getpid()
+TESTS_STARTED = time.time()
 
 
 def checker(body, prelude=""):
@@ -100,10 +101,13 @@ BENIGN_EXPECTED = [CodeCheckResult(verdict, None) for _, _, verdict in REALISTIC
 
 
 def sandbox_processes():
-    """Every sandbox worker or fork child on the machine, orphans included (they share the worker's command line)."""
-    found = set()
-    for process in psutil.process_iter(["cmdline"]):
-        if any("_worker_main(" in part for part in process.info["cmdline"] or ()):
+    """Every sandbox process this test process answers for (they share the worker's command line): its descendants,
+    and orphans handed to init since the tests started (what outlived its worker). Pools of other test runs on a
+    shared machine are left out: their processes have a living parent of their own."""
+    mine, found = {child.pid for child in psutil.Process().children(recursive=True)}, set()
+    for process in psutil.process_iter(["cmdline", "ppid", "create_time"]):
+        if any("_worker_main(" in part for part in process.info["cmdline"] or ()) and (
+                process.pid in mine or (process.info["ppid"] == 1 and process.info["create_time"] >= TESTS_STARTED)):
             found.add(process.pid)
     return found
 
@@ -242,7 +246,7 @@ def test_workers_are_out_of_the_callers_process_group(pool):
 # Hostile checkers
 # ---------------------------------------------------------------------------------------------------------------------
 MARKER = "{marker}"  # replaced by a path under the test's tmp_path, which must not exist afterwards
-# Checkers may import only an allow-list of modules (re, json, math, ...). These reach os, sys and the rest as an attacker
+# Checkers may import only an allow-list of modules (re, json, math, ...). These reach os, sys and the rest as attackers
 # would, through the object graph (os._wrap_close's globals), so that the layers under the allow-list are exercised.
 REACH = ("_os_globals = next(c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close')"
          ".__init__.__globals__\nsys = _os_globals['sys']\nos = sys.modules['os']\n")
@@ -315,7 +319,7 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
     "raise_keyboard_interrupt": (checker("raise KeyboardInterrupt"), "exception: KeyboardInterrupt"),
     "raise_base_exception": (checker("raise BaseException('boom')"), "exception: BaseException: boom"),
     "os_exit": (checker("os._exit(3)", prelude=REACH), "worker died: exit code 3"),
-    "abort": (checker("os.abort()", prelude=REACH), "worker died: signal"),  # not SIGABRT: it may not even signal itself
+    "abort": (checker("os.abort()", prelude=REACH), "worker died: signal"),  # SIGSEGV: it may not even signal itself
     "kill_the_workers_parent": (checker("os.kill(os.getppid(), 9)\nreturn True", prelude=REACH),
                                 "forbidden: os.kill"),
     "kill_the_test_process": (checker(f"os.kill({TEST_PID}, 9)\nreturn True", prelude=REACH),
@@ -332,7 +336,8 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
     "ctypes": (checker(f"ctypes.CDLL(None).kill({TEST_PID}, 9)\nreturn True", prelude="import ctypes\n"),
                "forbidden: import ctypes"),
     "raise_own_limits": (checker("resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\nreturn True",
-                                 prelude=REACH + "resource = sys.modules['resource']\n"), "forbidden: resource.setrlimit"),
+                                 prelude=REACH + "resource = sys.modules['resource']\n"),
+                         "forbidden: resource.setrlimit"),
     "add_an_audit_hook": (checker("sys.addaudithook(lambda *a: None)\nreturn True", prelude=REACH),
                           "forbidden: sys.addaudithook"),
     "forge_results_on_every_fd": (checker("""
