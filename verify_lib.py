@@ -9,8 +9,8 @@ glue that every stage imports. Sections, in reading order:
                  from_arrow, read_jsonl
   2. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics
-  3. Sandbox  generated `check_following` code, run in worker processes that nothing escapes
-              -> run_code_checks, CodeSandbox, CodeCheckResult
+  3. Sandbox  generated `check_following` code, run in worker processes that the kernel confines (seccomp-bpf)
+              -> run_code_checks, CodeSandbox, CodeCheckResult, SandboxUnavailable
   4. Judge    soft constraints, judged by an LLM behind an OpenAI-compatible API
               -> Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict, final_answer
   5. Reward   the VerIF reward in its four modes
@@ -30,11 +30,14 @@ import atexit
 import builtins
 import collections
 import dataclasses
+import errno
+import fcntl
 import functools
 import gc
 import hashlib
 import inspect
 import json
+import logging
 import marshal
 import os
 import re
@@ -44,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -57,7 +61,7 @@ __all__ = [
     "Example", "ExampleError", "load_examples", "load_verinstruct", "from_verinstruct", "parse_example", "from_arrow",
     "read_jsonl",
     "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
-    "run_code_checks", "CodeSandbox", "CodeCheckResult",
+    "run_code_checks", "CodeSandbox", "CodeCheckResult", "SandboxUnavailable", "WEAK_ISOLATION_ENV",
     "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
     "compute_score", "compute_score_batch", "trl_reward_func", "verl_row", "trl_row",
@@ -672,15 +676,35 @@ def _detect_language(text: str) -> str | None:
 # 3. Sandbox: generated checker code, run where nothing it does escapes
 # ======================================================================================================================
 # A code constraint is Python source defining `check_following(instruction, response) -> bool`. The released VerIF code
-# exec()s it inside the training process; here each check runs in a worker process, under CPU, wall-time and memory
-# limits, with no files, network, processes or signals, unable to change the outcome of any other check. Linux only.
+# exec()s it inside the training process; here each check runs in a worker process that the *kernel* confines. Linux.
+#
+# The boundary is a seccomp-bpf system-call allow-list (built with libseccomp through PyPI's `pyseccomp`, installed by
+# each worker with prctl). We chose it over the alternatives because it is the one mechanism that needs no privilege
+# (only no_new_privs), is on in every Linux since 3.17 and inside Docker's and Kubernetes' default profiles, and speaks
+# in system calls, which is where every escape ends: Python-level guards (PEP 578 audit hooks) are no boundary, since
+# native modules (Tcl, ctypes) and crafted bytecode act without raising any event. Landlock would only restrict paths,
+# which matters little once `open` is forbidden outright; namespaces and jails (nsjail, bubblewrap) are refused in many
+# containers. A worker, as the kernel sees it, can only: read its command pipe, write its result pipe, allocate memory,
+# read clocks and set its own timers. It cannot open any file (every allowed module is imported before the filter goes
+# on), create sockets, fork, exec, signal, trace, change its limits or its credentials. Started as root, it first
+# becomes `nobody` (65534), so that RLIMIT_NPROC binds and no root-owned process or file is within reach; it is spawned
+# with an empty environment and only its own pipes open, in a session of its own that close() kills as a whole.
 #
 # A static screen sends each distinct source down one of two paths. Sources that provably cannot reach state shared
 # between checks (no reflection, no attribute assignment, no classes or generators; see _fast_path_ok) run in the
-# worker itself with fresh globals and builtins, at ~10 us a check; anything else runs in a child forked from the worker
-# for that one check (~1 ms), so whatever it changes dies with it. Timers are kernel-enforced (setitimer with the
-# default signal action: no handler to catch), and an audit hook forbids what rlimits cannot (see _make_audit_hook).
-# A worker that dies or hangs costs only the check it was running; it is replaced and its batch goes on elsewhere.
+# worker itself with fresh globals and builtins, at ~10 us a check. Anything else runs in a process of its own,
+# forked for that one check by a "zygote": a child the worker forks at start-up, before it has seen any item, so a
+# check that reads memory finds no other response of its batch, and whatever it changes dies with it. That process
+# gets a stricter filter on top (no fork, no reading, writing only its one-record result pipe, no timer changes), and
+# its result is validated by the worker; the worker's lines in turn are validated by the parent, which trusts nothing:
+# one well-formed result per item sent, or that worker's items fail with "sandbox protocol violation" and it is
+# replaced. Timers are kernel-enforced (setitimer with the default signal action), and an audit hook plus an import
+# allow-list give the readable "forbidden: ..." reasons: a second layer, not the boundary.
+#
+# Where the kernel layer cannot be set up (not Linux, no libseccomp, a container that forbids seccomp, root that cannot
+# drop privileges), CodeSandbox raises SandboxUnavailable, saying why and how to fix it, unless the caller opts in to
+# the Python-only layers with allow_weak_isolation=True or VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1 (logged as a warning,
+# and recorded in CodeSandbox.isolation). README ("Sandbox threat model") says what this does and does not stop.
 
 @dataclasses.dataclass(frozen=True)
 class CodeCheckResult:
@@ -688,22 +712,33 @@ class CodeCheckResult:
     error: str | None = None
     # None when the check ran and returned a bool; else why it failed: "compile error: ...", "exception: <type>: ...",
     # "timeout: cpu 2.0s" / "timeout: wall 2.0s", "memory limit", "forbidden: <what>", "missing check_following",
-    # "non-boolean result: <type>" (only a real bool is a verdict), "worker died: <signal or exit code>".
+    # "non-boolean result: <type>" (only a real bool is a verdict), "worker died: <signal or exit code>",
+    # "sandbox protocol violation: <what>" (a worker said something other than one result per item).
 
 
-def run_code_checks(items, *, timeout_s=2.0, memory_mb=512, workers=None, instruction_literal=False):
+class SandboxUnavailable(RuntimeError):
+    """The operating system cannot confine generated code here; the message says why and how to fix it."""
+
+
+WEAK_ISOLATION_ENV = "VERIF_SANDBOX_ALLOW_WEAK_ISOLATION"
+
+
+def run_code_checks(items, *, timeout_s=2.0, memory_mb=512, workers=None, instruction_literal=False,
+                    allow_weak_isolation=None):
     """Run checks given as (function_source, instruction, response) triples; one CodeCheckResult per item, in order.
 
     instruction_literal=True passes the literal string "instruction" as the first argument of check_following, exactly
-    as the released VerIF code did; the default passes the real instruction text. Uses a module-level CodeSandbox,
-    created on first use (again if the settings change) and closed at exit.
+    as the released VerIF code did; the default passes the real instruction text. allow_weak_isolation: see
+    CodeSandbox. Uses a module-level CodeSandbox, created on first use (again if the settings change), closed at exit.
     """
     global _default_sandbox
+    settings = (workers, float(timeout_s), int(memory_mb), _weak_isolation_allowed(allow_weak_isolation))
     with _default_lock:
-        if _default_sandbox is None or _default_sandbox.settings != (workers, float(timeout_s), int(memory_mb)):
+        if _default_sandbox is None or _default_sandbox.settings != settings:
             if _default_sandbox is not None:
                 _default_sandbox.close()
-            _default_sandbox = CodeSandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
+            _default_sandbox = CodeSandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb,
+                                           allow_weak_isolation=settings[3])
         sandbox = _default_sandbox
     return sandbox.run(items, instruction_literal=instruction_literal)
 
@@ -712,14 +747,22 @@ class CodeSandbox:
     """A reusable pool of `workers` (default: one per CPU) sandbox processes; also a context manager.
 
     Each check gets timeout_s of CPU and timeout_s + 0.1 s of wall time, compiling included, and memory_mb of memory
-    beyond what the worker holds. `stats` counts checks, compiles, forked checks and worker restarts.
+    beyond what the worker holds. `stats` counts checks, compiles, forked checks and worker restarts. `isolation` is
+    "kernel" once the workers run under their seccomp filters, or "weak: <why>" when the caller allowed weak isolation
+    (allow_weak_isolation=True, or None and VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1) and the kernel layer is missing;
+    without that opt-in a missing kernel layer raises SandboxUnavailable. `_disable` is for tests only: it switches off
+    Python-level layers ("audit_hook", "screen": every check in the worker itself with full builtins) to show that the
+    kernel layer holds on its own.
     """
 
-    def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512):
-        self.settings = (workers, float(timeout_s), int(memory_mb))
+    def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512, allow_weak_isolation=None, _disable=()):
+        self.allow_weak_isolation = _weak_isolation_allowed(allow_weak_isolation)
+        self.settings = (workers, float(timeout_s), int(memory_mb), self.allow_weak_isolation)
         self.workers = workers or os.cpu_count() or 1
         self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
         self.stats = collections.Counter(checks=0, compiles=0, forked=0, worker_restarts=0)
+        self.isolation: str | None = None
+        self._disable = tuple(sorted(_disable))
         self._pool: list[_WorkerProcess] = []
         self._lock = threading.Lock()  # one run at a time; concurrent callers queue up
 
@@ -735,15 +778,17 @@ class CodeSandbox:
         with self._lock:
             if not self._pool:
                 self._pool = [self._spawn() for _ in range(self.workers)]
-            self._dispatch(jobs, results)
+            try:
+                self._dispatch(jobs, results)
+            except SandboxUnavailable:
+                self._kill_pool()
+                raise
             self.stats["checks"] += len(jobs)
         return results
 
     def close(self):
         with self._lock:
-            for worker in self._pool:
-                worker.kill()
-            self._pool = []
+            self._kill_pool()
 
     def __enter__(self):
         return self
@@ -751,8 +796,19 @@ class CodeSandbox:
     def __exit__(self, *exc_info):
         self.close()
 
+    def _kill_pool(self):
+        for worker in self._pool:
+            worker.kill()
+        for worker in self._pool:
+            worker.wait_for_group()
+        self._pool = []
+
     def _spawn(self):
-        return _WorkerProcess(_worker_command(self.timeout_s, self.memory_mb))
+        programs = _kernel_programs()
+        if isinstance(programs, str) and not self.allow_weak_isolation:
+            raise SandboxUnavailable(_unavailable_message(programs))
+        return _WorkerProcess(_worker_command(self.timeout_s, self.memory_mb, programs, not self.allow_weak_isolation,
+                                              self._disable))
 
     def _dispatch(self, jobs, results):
         # Small batches keep every worker busy to the end; batching keeps messages few. Results stream back one line
@@ -763,8 +819,8 @@ class CodeSandbox:
         while True:
             for slot, worker in enumerate(self._pool):
                 if queue and worker.batch is None:
-                    if worker.proc.poll() is not None:  # died while idle (killed from outside): replace quietly
-                        worker = self._replace(slot, None, results, queue)
+                    if worker.proc.poll() is not None or worker.spoke_out_of_turn():
+                        worker = self._replace(slot, None, results, queue)  # died or talked while idle: replace
                     try:
                         worker.send(queue.popleft(), jobs, backstop)
                     except BrokenPipeError:
@@ -781,32 +837,72 @@ class CodeSandbox:
             ready = {fd for fd, _ in poller.poll(wait_s * 1000)}
             for slot, worker in busy:
                 if worker.fd in ready:
-                    lines = worker.read_lines()
-                    if lines is None:
-                        self._replace(slot, _death_reason(worker.proc.wait(), self.timeout_s), results, queue)
-                        continue
-                    for line in lines:
-                        self._record(worker, line, results)
-                    worker.deadline = time.monotonic() + backstop
-                    if worker.retired:
-                        self._replace(slot, None, results, queue)
+                    self._receive(slot, worker, results, queue, backstop)
                 elif time.monotonic() > worker.deadline:  # hung beyond the kernel timers: kill it ourselves
                     self._replace(slot, f"timeout: wall {self.timeout_s}s", results, queue)
 
-    def _record(self, worker, line, results):
-        if line in (b"R", b"X"):  # the worker finished starting up / retires after the check it just reported
-            worker.ready, worker.retired = True, line == b"X"
+    def _receive(self, slot, worker, results, queue, backstop):
+        lines = worker.read_lines()
+        if lines is None:
+            self._replace(slot, _death_reason(worker.proc.wait(), self.timeout_s), results, queue)
             return
-        status = line[2:]  # after the compiled and forked flags
+        for line in lines:
+            violation = self._record(worker, line, results)
+            if violation:
+                self._reject(slot, violation, results, queue)
+                return
+        if worker.batch is not None and worker.done == len(worker.batch):
+            worker.batch = None
+        worker.deadline = time.monotonic() + backstop
+        if worker.retired:
+            self._replace(slot, None, results, queue)
+
+    def _record(self, worker, line, results):
+        """Take one line from a worker; return what is wrong with it, or None. A worker may say, in this order: that
+        it started ("R", or "W<why>" with weak isolation, or "U<why>" when it cannot confine itself), then exactly one
+        result line per item sent: flags c (compiled now), f (forked), x (it retires after this check), each or "-",
+        then T, F or E<reason>."""
+        if not worker.ready:
+            return self._handshake(worker, line)
+        if worker.retired:
+            return "output after retiring"
+        if worker.batch is None or worker.done >= len(worker.batch):
+            return "more results than items sent"
+        if not _RESULT_LINE.fullmatch(line):
+            return "malformed result line"
+        status = line[3:]  # after the flags
         results[worker.batch[worker.done]] = _VERDICTS.get(status) or CodeCheckResult(
             False, status[1:].decode("utf-8", "replace"))
-        if line[0] == ord("c"):
-            self.stats["compiles"] += 1
-        if line[1] == ord("f"):
-            self.stats["forked"] += 1
+        self.stats["compiles"] += line[0] == ord("c")
+        self.stats["forked"] += line[1] == ord("f")
+        worker.retired = line[2] == ord("x")
         worker.done += 1
-        if worker.done == len(worker.batch):
-            worker.batch = None
+        return None
+
+    def _handshake(self, worker, line):
+        kind, reason = line[:1], line[1:].decode("utf-8", "replace")
+        if kind == b"U":
+            raise SandboxUnavailable(_unavailable_message(reason))
+        if kind == b"W" and self.allow_weak_isolation:
+            if self.isolation is None:
+                _log.warning("WEAK SANDBOX ISOLATION: running generated checker code without the kernel layer (%s). "
+                             "Only Python-level guards stand between it and this machine.", reason)
+            self.isolation = "weak: " + reason
+        elif line == b"R":
+            self.isolation = self.isolation or "kernel"
+        else:
+            return "malformed start-up line"
+        worker.ready = True
+        return None
+
+    def _reject(self, slot, violation, results, queue):
+        """A worker broke the protocol: every item of its batch fails (it may have lied about earlier ones too), and it
+        is replaced."""
+        worker = self._pool[slot]
+        for i in worker.batch or ():
+            results[i] = CodeCheckResult(False, "sandbox protocol violation: " + violation)
+        worker.batch = None
+        self._replace(slot, None, results, queue)
 
     def _replace(self, slot, reason, results, queue):
         """Kill the worker in `slot` and start another. Its unfinished checks are re-queued, except the one it was
@@ -826,10 +922,27 @@ class CodeSandbox:
         return self._pool[slot]
 
 
+def _weak_isolation_allowed(flag):
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(WEAK_ISOLATION_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _unavailable_message(reason):
+    return (f"the sandbox cannot confine generated checker code on this system: {reason}. It needs Linux with "
+            "seccomp-bpf (any kernel since 3.17; a container must not forbid the seccomp and prctl calls), libseccomp "
+            "(Debian/Ubuntu: apt-get install libseccomp2) and PyPI's pyseccomp (in requirements.txt), and, when run as "
+            "root, permission to switch to the unprivileged uid 65534. To run the checks anyway with only the "
+            "Python-level guards, which are no security boundary, pass allow_weak_isolation=True or set "
+            f"{WEAK_ISOLATION_ENV}=1.")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# Parent side: one worker process
+# Parent side: the kernel filters, one worker process
 # ---------------------------------------------------------------------------------------------------------------------
 _VERDICTS = {b"T": CodeCheckResult(True), b"F": CodeCheckResult(False)}  # immutable, so shared
+_MAX_STATUS = 4000         # bytes of a status line, reason included
+_RESULT_LINE = re.compile(rb"[c-][f-][x-](?:T|F|E[^\n]{1,%d})" % (_MAX_STATUS - 1))
 _MAX_BATCH = 256          # checks per message
 _SOURCE_CACHE_MAX = 4096  # compiled sources a worker keeps; past this the parent tells it to start over
 _WALL_SLACK_S = 0.1       # the wall timer fires this much after the CPU timer, so a busy loop reports as "cpu"
@@ -838,16 +951,80 @@ _STARTUP_S = 60.0
 _RETIRE_FRACTION = 0.25   # a worker whose peak memory grew by this share of memory_mb retires after the check
 _GARBAGE_LIMIT = 2000     # a check leaving more live container objects than this gets them collected on its clock
 _MAX_OUTPUT = 65536       # characters a check may print (to nowhere) before it fails as "forbidden"
+_log = logging.getLogger("verif.sandbox")
+
+# The file descriptors of each sandbox process, fixed so that the filters can name them.
+#   worker: 0 commands from the parent, 1 results to it, 2 /dev/null, 3 /proc/self/statm,
+#           4 items to the zygote, 5 the result of a forked check, 6 the zygote's report of how that check ended
+#   zygote: 3 items from the worker, 4 the result of a check (its children write it), 5 its reports to the worker
+#   check:  4 its result, nothing else
+_FD = {"commands": 0, "results": 1, "statm": 3, "to_zygote": 4, "check_result": 5, "check_exit": 6,
+       "items": 3, "result_out": 4, "exit_out": 5}
+_PR_SET_PDEATHSIG, _PR_SET_SECCOMP, _PR_SET_NO_NEW_PRIVS, _SECCOMP_MODE_FILTER = 1, 22, 38, 2
+# System calls each role may make (an allow-list; everything else fails with EPERM, and a call from another
+# architecture's table kills the process). None: any arguments; (i, values): only with argument i in values.
+_SYSCALLS_EVERYWHERE = {name: None for name in (
+    "brk", "mmap", "munmap", "mremap", "madvise", "mprotect", "futex", "getrandom", "clock_gettime", "clock_getres",
+    "gettimeofday", "time", "clock_nanosleep", "nanosleep", "getpid", "gettid", "sched_yield", "getrusage", "close",
+    "restart_syscall", "exit", "exit_group")}
+_SYSCALLS = {
+    # The worker runs fast-path checks itself: its pipes, its own timers, polling for the forked check's end.
+    "worker": {"read": (0, (_FD["commands"], _FD["check_result"], _FD["check_exit"])),
+               "write": (0, (_FD["results"], _FD["to_zygote"])), "pread64": (0, (_FD["statm"],)),
+               "poll": None, "ppoll": None, "select": None, "pselect6": None, "setitimer": None, "getitimer": None},
+    # The zygote runs no check; what it allows, its children may do until they add the "check" filter: fork, wait,
+    # limit themselves (prlimit on their own pid only), arm their timers, and install that filter.
+    "zygote": {"read": (0, (_FD["items"],)), "readv": (0, (_FD["items"],)),
+               "write": (0, (_FD["result_out"], _FD["exit_out"])),
+               "clone": None, "wait4": None, "set_robust_list": None, "rseq": None, "setitimer": None,
+               "close_range": None, "prlimit64": (0, (0,)),
+               "prctl": (0, (_PR_SET_PDEATHSIG, _PR_SET_SECCOMP, _PR_SET_NO_NEW_PRIVS))},
+    # A forked check, on top of the zygote's filter: it writes its one result and nothing else.
+    "check": {"write": (0, (_FD["result_out"],))},
+}
+
+
+@functools.cache
+def _kernel_programs():
+    """{role: raw seccomp-bpf program} for the roles of _SYSCALLS, or a str saying why they cannot be built here."""
+    if not sys.platform.startswith("linux"):
+        return f"this is {sys.platform}, not Linux"
+    try:
+        import pyseccomp
+    except (ImportError, RuntimeError, OSError) as e:  # the module raises RuntimeError when libseccomp.so is missing
+        return f"libseccomp is not available ({type(e).__name__}: {e})"
+    try:
+        return {role: _bpf_program(pyseccomp, role) for role in _SYSCALLS}
+    except OSError as e:
+        return f"libseccomp could not build the filter ({e})"
+
+
+def _bpf_program(seccomp, role):
+    rules = {**_SYSCALLS_EVERYWHERE, **_SYSCALLS[role]}
+    program = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))
+    program.set_attr(2, seccomp.KILL_PROCESS)  # SCMP_FLTATR_ACT_BADARCH: e.g. i386 calls from an x86-64 process
+    for name, allowed in rules.items():
+        for value in (None,) if allowed is None else allowed[1]:
+            try:
+                program.add_rule(seccomp.ALLOW, name, *(() if value is None else
+                                                        (seccomp.Arg(allowed[0], seccomp.EQ, value),)))
+            except OSError:  # no such call on this architecture (poll on arm64): nothing to allow, which is safe
+                break
+    with tempfile.TemporaryFile() as out:
+        program.export_bpf(out)
+        out.seek(0)
+        return out.read()
 
 
 class _WorkerProcess:
     def __init__(self, command):
         # A plain `python -I -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
         # multithreaded, CUDA-holding) trainer, nothing is pickled from the worker, and -I -S keep the worker to the
-        # stdlib, away from site-packages and the environment. A new session makes it a process group leader (kill()
-        # takes its fork children along) and keeps it out of the terminal's Ctrl-C, which is the trainer's to handle.
+        # stdlib. An empty environment keeps the trainer's (API keys) out of it; close_fds leaves it only its pipes.
+        # A new session makes it a process group leader (kill() takes its zygote and forked checks along, none of
+        # which can leave the group) and keeps it out of the terminal's Ctrl-C, which is the trainer's to handle.
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd="/", env={}, close_fds=True)
         self.fd = self.proc.stdout.fileno()
         self.known = set()  # digests of the sources this worker has been sent
         self.batch, self.done, self.ready, self.retired, self.buffer = None, 0, False, False, b""
@@ -875,7 +1052,14 @@ class _WorkerProcess:
         if not chunk:
             return None
         *lines, self.buffer = (self.buffer + chunk).split(b"\n")
+        if len(self.buffer) > 8192:  # no line of the protocol is this long: end it here, _RESULT_LINE rejects it
+            lines.append(self.buffer)
+            self.buffer = b""
         return lines
+
+    def spoke_out_of_turn(self):
+        """Whether an idle worker has written anything: results for items it has not been sent yet are forgeries."""
+        return self.ready and (bool(self.buffer) or bool(select.select([self.fd], [], [], 0)[0]))
 
     def kill(self):
         try:
@@ -888,6 +1072,30 @@ class _WorkerProcess:
                 pipe.close()
             except OSError:
                 pass
+
+    def wait_for_group(self, timeout_s=2.0):
+        """Wait until no process of the killed group (the zygote, a forked check) runs any more: SIGKILL takes effect
+        asynchronously, and close() promises that nothing is left. Their zombies are init's to reap."""
+        deadline = time.monotonic() + timeout_s
+        while _group_is_running(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+def _group_is_running(pgid):
+    """Whether a process of group `pgid` is alive and not a zombie (read from /proc/*/stat: state, ppid, pgrp)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, _, group = f.read().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # not a process, or it is gone
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 _default_sandbox: CodeSandbox | None = None
@@ -904,19 +1112,21 @@ atexit.register(lambda: _default_sandbox and _default_sandbox.close())
 _FAST_MODULES = {name: None for name in
                  ("re", "json", "string", "collections", "math", "itertools", "unicodedata", "statistics", "functools")}
 _FAST_MODULES["typing"] = ("Any", "Dict", "List", "Set", "Tuple", "Optional", "Union", "Iterable", "Sequence")
-# Also imported before the audit hook goes up, for fork-path checkers.
-_PRELOAD = ("datetime", "random", "textwrap", "operator", "heapq", "bisect", "copy", "dataclasses", "enum")
+# Modules any checker may import: an allow-list, since what a checker does with a module it imports is up to the
+# module. All are imported when a worker starts; afterwards the kernel lets nothing else be read, hence be imported.
+_CHECK_MODULES = tuple(_FAST_MODULES) + (
+    "collections.abc", "datetime", "time", "random", "textwrap", "operator", "heapq", "bisect", "copy", "dataclasses",
+    "enum", "fractions", "decimal", "numbers", "difflib", "calendar")
+# Imported at start-up too: what the modules above import lazily (datetime.strptime, the codecs of str.encode), and
+# what the worker itself needs to confine itself.
+_PRELOAD = ("_strptime", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
+            "encodings.cp1252", "encodings.unicode_escape", "encodings.raw_unicode_escape", "ctypes", "fcntl")
 _SAFE_BUILTINS = frozenset(
     "abs all any ascii bin bool bytearray bytes callable chr complex dict divmod enumerate filter float format frozenset "
     "hash hex id int isinstance issubclass iter len list map max min next object oct ord pow print range repr reversed "
     "round set slice sorted str sum tuple zip".split())
 # Public names that are reflection or setattr gadgets (Formatter.get_field returns any attribute of any object).
 _DENIED_ATTRS = frozenset({"Formatter", "update_wrapper", "wraps", "total_ordering", "register"})
-# Imports a checker may not trigger even on the fork path: sockets, processes, foreign code, files written by C code.
-_DENIED_IMPORTS = frozenset(
-    "ctypes _ctypes subprocess _posixsubprocess multiprocessing _multiprocessing _posixshmem concurrent socket _socket "
-    "ssl _ssl asyncio pty tty termios fcntl mmap sqlite3 _sqlite3 dbm _dbm _gdbm syslog readline grp crypt _crypt "
-    "_xxsubinterpreters _xxinterpchannels _testcapi _testinternalcapi _testmultiphase _testbuffer".split())
 # Audit events a check may raise. Everything else is forbidden (default deny).
 _ALLOWED_EVENTS = frozenset(
     "exec compile marshal.loads marshal.load marshal.dumps sys._getframe object.__getattr__ builtins.id time.sleep "
@@ -926,43 +1136,114 @@ _REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "sets
                                 "sched_setaffinity", "sched_setscheduler", "sched_setparam", "setpriority"),
                       "_signal": ("pidfd_send_signal",), "time": ("clock_settime", "clock_settime_ns"),
                       "_imp": ("create_builtin",)}  # would re-create a builtin module, with what was removed
+_NOBODY = 65534  # the unprivileged uid and gid a worker started as root becomes
 
 
-def _worker_main(timeout_s, memory_mb):
-    # The pipes to the parent move to private fds; the checkers' stdin/stdout/stderr become /dev/null, and what they
-    # print through sys.stdout/sys.stderr is only counted (_OutputCap): it cannot fill a pipe or the parent's log.
-    commands = os.fdopen(os.dup(0), "rb")
-    results_fd = os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    runner = _CheckRunner(timeout_s, memory_mb)
-    sys.stdout = sys.stderr = _OutputCap(runner.flags)
-    _lock_down(memory_mb, runner.flags)
-    runner.shared = _shared_state()
-    os.write(results_fd, b"R\n")
+def _worker_main(timeout_s, memory_mb, programs, strict, disabled):
+    """A sandbox worker. `programs`: the seccomp programs by role, or a str saying why there are none (then `strict`
+    is False: the caller allowed weak isolation). `disabled`: Python-level layers switched off, for tests."""
+    runner = _CheckRunner(timeout_s, memory_mb, disabled)
+    problems = _confine_worker(runner, programs, disabled)
+    if problems and strict:
+        os.write(_FD["results"], ("U" + "; ".join(problems)).encode("utf-8", "replace")[:4000] + b"\n")
+        os._exit(0)
+    os.write(_FD["results"], ("W" + "; ".join(problems)).encode("utf-8", "replace")[:4000] + b"\n" if problems
+             else b"R\n")
     while True:
-        header = commands.read(4)
+        header = runner.commands.read(4)
         if len(header) < 4:
             os._exit(0)  # the parent closed the pipe or died
-        reset, batch = marshal.loads(commands.read(int.from_bytes(header, "little")))
+        reset, batch = marshal.loads(runner.commands.read(int.from_bytes(header, "little")))
         if reset:
             runner.cache.clear()
         for digest, source, instruction, response in batch:
-            os.write(results_fd, runner.check(digest, source, instruction, response))
-            if runner.address_space() > runner.retire_at:
-                os.write(results_fd, b"X\n")  # earlier checks must not eat into a later check's memory: retire
+            status, compiled, forked = runner.check(digest, source, instruction, response)
+            # Earlier checks must not eat into a later check's memory: past the margin, retire after this check.
+            retire = runner.retire or runner.address_space() > runner.retire_at
+            flags = ("c" if compiled else "-") + ("f" if forked else "-") + ("x" if retire else "-")
+            status = status.replace("\n", " ").encode("utf-8", "replace")[:_MAX_STATUS].decode("utf-8", "ignore")
+            os.write(_FD["results"], (flags + status).encode() + b"\n")
+            if retire:
                 os._exit(0)
 
 
+def _confine_worker(runner, programs, disabled):
+    """Confine the worker and start its zygote; return what could not be done (empty: fully confined).
+
+    Order matters: limits and the switch to `nobody` come before the fork, so that the zygote inherits them; the
+    zygote is forked before the worker has seen any item; each then installs its own filter and audit hook."""
+    problems = []
+    statm = os.open("/proc/self/statm", os.O_RDONLY)  # before the switch of uid, which makes /proc/self root's
+    _keep_fds({0: 0, 1: 1, 2: 2, _FD["statm"]: statm})
+    runner.statm = _FD["statm"]
+    _limit_resources(runner)
+    _remove_functions()
+    try:
+        _drop_privileges()
+    except OSError as e:
+        problems.append(f"cannot switch from root to uid {_NOBODY} ({e})")
+    to_zygote, check_result, check_exit = os.pipe(), os.pipe(), os.pipe()
+    if os.fork() == 0:
+        _keep_fds({_FD["items"]: to_zygote[0], _FD["result_out"]: check_result[1], _FD["exit_out"]: check_exit[1]})
+        _zygote_main(runner, programs, disabled)
+    _keep_fds({0: 0, 1: 1, 2: 2, _FD["statm"]: _FD["statm"], _FD["to_zygote"]: to_zygote[1],
+               _FD["check_result"]: check_result[0], _FD["check_exit"]: check_exit[0]})
+    os.set_blocking(_FD["check_result"], False)
+    runner.commands = open(_FD["commands"], "rb", closefd=False)  # its set-up calls (fstat, lseek): before the filter
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # binds now that it is not root; the zygote forks, not this
+    if "audit_hook" not in disabled:
+        sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
+    problems += _install_filter(programs, "worker")
+    if _read_exact(_FD["check_exit"], 4) != bytes(4):  # else it wrote why it failed, and exited
+        why = _read_exact(_FD["check_exit"], 1000).decode("utf-8", "replace") or "it died"
+        problems.append("the zygote could not confine itself: " + why)
+    return problems
+
+
+def _zygote_main(runner, programs, disabled):
+    """Fork one process per forked check, from a state that has never held an item; report how each ended."""
+    try:
+        _install_filter(programs, "zygote", raise_errors=True)
+        runner.prepare_children(programs, disabled)
+    except OSError as e:
+        os.write(_FD["exit_out"], b"\x01\x00\x00\x00" + str(e).encode()[:1000])
+        os._exit(1)
+    if "audit_hook" not in disabled:
+        sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
+    runner.shared = _shared_state()
+    os.write(_FD["exit_out"], bytes(4))  # ready
+    item = bytearray(1 << 16)  # each item is read into this buffer, and zeroed once the child has its copy
+    while True:
+        header = _read_exact(_FD["items"], 4)
+        if len(header) < 4:
+            os._exit(0)  # the worker is gone
+        size = int.from_bytes(header, "little")
+        if size > len(item):
+            item = bytearray(size)
+        view = memoryview(item)[:size]
+        _read_into(_FD["items"], view)
+        pid = os.fork()
+        if pid == 0:
+            runner.run_child(view)  # never returns
+        view[:] = bytes(size)
+        view.release()
+        exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        os.write(_FD["exit_out"], exit_code.to_bytes(4, "little", signed=True))
+
+
 class _CheckRunner:
-    def __init__(self, timeout_s, memory_mb):
-        self.timeout_s = timeout_s
-        self.cache = {}             # source digest -> (code, runs on the fast path) or (None, "compile error: ...")
+    def __init__(self, timeout_s, memory_mb, disabled):
+        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+        # source digest -> (code, runs on the fast path, source if forked), or (None, "compile error: ...", None)
+        self.cache = {}
         # [a fast-path check is running, the first forbidden operation of this check, characters it printed]
         self.flags = [False, None, 0]
-        modules = {name: __import__(name) for name in _FAST_MODULES}
+        self.retire = False         # set when the worker must stop after the current check
+        self.screen = "screen" not in disabled
+        for name in _CHECK_MODULES:
+            __import__(name)
+        modules = {name: sys.modules[name] for name in _FAST_MODULES}
+        self.modules = {name: sys.modules[name] for name in _CHECK_MODULES}
         for name in _PRELOAD + tuple(sys.builtin_module_names):
             if name not in ("pwd", "faulthandler", "_tracemalloc", "xxsubtype"):
                 __import__(name)
@@ -972,90 +1253,241 @@ class _CheckRunner:
         safe["__import__"] = lambda name, *args: modules[name]  # the screen only lets through imports of `modules`
         self.fast_builtins = safe
         self.unsafe_names = frozenset(vars(builtins)) - frozenset(safe)
+        self.check_builtins = dict(vars(builtins), __import__=_allow_list_importer(self.modules, self.flags))
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # no handler runs in a sandbox process (nothing to return to)
         for sig in (signal.SIGPROF, signal.SIGALRM):
             signal.signal(sig, signal.SIG_DFL)  # default action: the kernel terminates the process
+        sys.stdout = sys.stderr = _OutputCap(self.flags)
         # What is loaded now is never collected: cheaper collections, fewer pages copied by forks. Automatic collection
         # is off so that one check's garbage is never collected on a later check's clock (see check()).
         gc.freeze()
         gc.disable()
-        # Retire on the address space (what RLIMIT_AS limits), read from /proc: ru_maxrss would not do, since a
-        # process keeps the peak RSS of the (possibly large) parent it was forked from across exec.
-        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
-        self.retire_at = self.address_space() + memory_mb * 2**20 * _RETIRE_FRACTION
 
     def address_space(self):
-        """Bytes of address space in use now."""
+        """Bytes of address space in use now (what RLIMIT_AS limits), read from the worker's /proc/self/statm: not
+        ru_maxrss, since a process keeps the peak RSS of the (possibly large) parent it was forked from across exec."""
         return int(os.pread(self.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
     def check(self, digest, source, instruction, response):
-        """Run one check; return its result line for the parent: compiled flag, forked flag, status, newline."""
+        """Run one check: (its status, whether its source was compiled now, whether it ran forked)."""
         compiled = digest not in self.cache
         self._arm_timers()  # compiling counts toward the check: a pathological source cannot hang the worker either
         if compiled:
-            self.cache[digest] = _compile_checker(source, self.vocabulary, self.unsafe_names)
-        code, fast = self.cache[digest]
+            code, fast = _compile_checker(source, self.vocabulary, self.unsafe_names, self.screen)
+            self.cache[digest] = code, fast, (source if code is not None and not fast else None)  # forked: recompiled
+        code, fast, source = self.cache[digest]
         if code is None:
             status = "E" + fast
         elif fast:
             self.flags[0] = True
-            status = _run_check(code, instruction, response, dict(self.fast_builtins), self.flags)
+            status = _run_check(code, instruction, response,
+                                dict(self.fast_builtins if self.screen else self.check_builtins), self.flags)
             self.flags[0] = False
             if gc.get_count()[0] > _GARBAGE_LIMIT:
                 gc.collect()  # this check's cyclic garbage, collected on its own clock
         self._arm_timers(0)
         if code is not None and not fast:
-            status = self._run_forked(code, instruction, response)
-        line = ("c" if compiled else "-") + ("-" if fast else "f") + status.replace("\n", " ")
-        return line.encode("utf-8", "replace") + b"\n"
+            status = self._run_forked(source, instruction, response)
+        return status, compiled, not fast
 
     def _arm_timers(self, seconds=None):
         seconds = self.timeout_s if seconds is None else seconds
         signal.setitimer(signal.ITIMER_PROF, seconds)
         signal.setitimer(signal.ITIMER_REAL, seconds and seconds + _WALL_SLACK_S)
 
-    def _run_forked(self, code, instruction, response):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: close every fd but the result pipe, arm its own timers, run, report, never return
-            try:
-                os.closerange(3, write_end)
-                os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
-                resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-                gc.enable()  # a child's garbage dies with it: plain Python semantics
-                self._arm_timers()
-                status = _run_check(code, instruction, response, builtins, self.flags)
-                changed = status in ("T", "F") and _changed_state(self.shared)
-                if changed:  # it died with this child, but the check tried to change what later checks would see
-                    status = "Eforbidden: changed " + changed
-                os.write(write_end, status.encode("utf-8", "replace")[:4000])
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        data, deadline = b"", time.monotonic() + self.timeout_s + _WALL_SLACK_S + 0.5
-        timed_out = False
-        while len(data) <= 4000:  # the child could write forever; it only ever gets to claim its own result
-            if not select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                timed_out = True
-                break
-            chunk = os.read(read_end, 4096)
-            if not chunk:
-                break
-            data += chunk
-        os.close(read_end)
-        os.kill(pid, signal.SIGKILL)  # a no-op when it has exited; waitpid still reports how it ended
-        exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        if data in (b"T", b"F") or (data[:1] == b"E" and len(data) < 4000):
-            return data.decode("utf-8", "replace")
-        if timed_out:
+    def _run_forked(self, source, instruction, response):
+        """Have the zygote fork a process for this check; its status. A check that outlives every timer, or a zygote
+        that is gone, makes the worker retire (the parent then kills its whole process group)."""
+        data = marshal.dumps((source, instruction, response))
+        try:
+            _write_all(_FD["to_zygote"], len(data).to_bytes(4, "little") + data)
+        except OSError:
+            self.retire = True
+            return "Eworker died: the zygote is gone"
+        deadline = self.timeout_s + _WALL_SLACK_S + 0.5
+        if not select.select([_FD["check_exit"]], [], [], deadline)[0]:
+            self.retire = True
             return f"Etimeout: wall {self.timeout_s}s"
-        return "E" + _death_reason(exit_code, self.timeout_s)
+        report = _read_exact(_FD["check_exit"], 4)
+        if len(report) < 4:
+            self.retire = True
+            return "Eworker died: the zygote is gone"
+        exit_code = int.from_bytes(report, "little", signed=True)
+        return _child_status(_drain(_FD["check_result"]), exit_code, self.timeout_s)
+
+    # ---- in the zygote ----
+    def prepare_children(self, programs, disabled):
+        """What a forked check needs set up before it may no longer do so: its filter, ready to install."""
+        self.child_filter = _filter_installer(programs["check"]) if isinstance(programs, dict) else None
+        self.set_parent_death_signal = _parent_death_signal_setter()
+        self.set_parent_death_signal()  # the zygote dies with the worker
+
+    def run_child(self, item):
+        """In the forked process: confine, run the check, write its status; never returns."""
+        try:
+            os.closerange(0, _FD["result_out"])
+            os.closerange(_FD["result_out"] + 1, os.sysconf("SC_OPEN_MAX"))
+            source, instruction, response = marshal.loads(item)
+            self.set_parent_death_signal()
+            resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+            gc.enable()  # a child's garbage dies with it: plain Python semantics
+            self._arm_timers()  # before the filter, which forbids touching them
+            if self.child_filter is not None:
+                self.child_filter()
+            code, why = _compile_checker(source, self.vocabulary, self.unsafe_names, False)
+            status = "E" + why if code is None else _run_check(code, instruction, response, self.check_builtins,
+                                                                self.flags)
+            changed = status in ("T", "F") and _changed_state(self.shared)
+            if changed:  # it died with this process, but the check tried to change what later checks would see
+                status = "Eforbidden: changed " + changed
+            os.write(_FD["result_out"], status.encode("utf-8", "replace")[:_MAX_STATUS].decode("utf-8", "ignore")
+                     .replace("\n", " ").encode())
+        finally:
+            os._exit(0)
 
 
-def _compile_checker(source, vocabulary, unsafe_names):
+def _child_status(data, exit_code, timeout_s):
+    """The status of a forked check from what it wrote (one T, F or E<reason>, nothing else) and how it ended."""
+    if data in (b"T", b"F") or (data[:1] == b"E" and 1 < len(data) <= _MAX_STATUS and b"\n" not in data
+                                 and data.decode("utf-8", "ignore").encode() == data):
+        return data.decode()
+    if data:
+        return "Eforbidden: the check wrote something other than its verdict to its result pipe"
+    return "E" + _death_reason(exit_code, timeout_s)
+
+
+def _allow_list_importer(modules, flags):
+    """The __import__ of fork-path checkers: modules already imported from the allow-list, nothing else."""
+    def checker_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level or name not in modules:
+            if flags[1] is None:
+                flags[1] = f"import {name}"
+            raise ImportError(f"forbidden: import {name}")
+        return modules[name] if fromlist else modules[name.partition(".")[0]]
+    return checker_import
+
+
+def _limit_resources(runner):
+    """Memory: every check may allocate memory_mb on top of what earlier checks left, which stays under the retire
+    margin. No file may be written, no core dumped."""
+    address_space = runner.address_space() + int(runner.memory_mb * (1 + _RETIRE_FRACTION) * 2**20)
+    for limit, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(limit, (value, value))
+    runner.retire_at = runner.address_space() + runner.memory_mb * 2**20 * _RETIRE_FRACTION
+
+
+def _remove_functions():
+    reexported_by = {"posix": os, "_signal": signal}
+    for module_name, names in _REMOVED_FUNCTIONS.items():
+        for name in names:
+            vars(sys.modules[module_name]).pop(name, None)
+            if module_name in reexported_by:
+                vars(reexported_by[module_name]).pop(name, None)
+
+
+def _drop_privileges():
+    """As root, become `nobody`: root ignores RLIMIT_NPROC and may signal or read whatever it likes."""
+    if os.geteuid() != 0 and os.getuid() != 0:
+        return
+    os.setgroups([])
+    os.setresgid(_NOBODY, _NOBODY, _NOBODY)
+    os.setresuid(_NOBODY, _NOBODY, _NOBODY)
+
+
+def _install_filter(programs, role, raise_errors=False):
+    """Put this process under the seccomp program for `role`; return the problems (raise them if raise_errors)."""
+    if not isinstance(programs, dict):
+        problem = programs or "no seccomp programs"
+        if raise_errors:
+            return []  # weak isolation, allowed by the caller: the worker has already said why
+        return [problem]
+    try:
+        _filter_installer(programs[role])()
+    except OSError as e:
+        if raise_errors:
+            raise
+        return [f"the kernel refused the seccomp filter ({e})"]
+    return []
+
+
+def _filter_installer(program):
+    """A function that puts the calling process (and the children it forks after) under the raw BPF `program`.
+    Everything is prepared here, so that the call itself needs nothing but prctl."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fprog_type = type("sock_fprog", (ctypes.Structure,), {"_fields_": [("len", ctypes.c_ushort),
+                                                                       ("filter", ctypes.c_void_p)]})
+    code = ctypes.create_string_buffer(program, len(program))
+    fprog = fprog_type(len(program) // 8, ctypes.addressof(code))
+    prctl, fprog_ref, get_errno = libc.prctl, ctypes.byref(fprog), ctypes.get_errno
+
+    def install(_keep_alive=(code, fprog)):
+        # no_new_privs: the kernel's condition for an unprivileged filter, and no set-uid program could undo it
+        if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) or prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog_ref, 0, 0):
+            number = get_errno()
+            raise OSError(number, os.strerror(number))
+    return install
+
+
+def _parent_death_signal_setter():
+    import ctypes
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _keep_fds(wanted):
+    """Make the process's open fds exactly `wanted` ({fd number: the fd that should be there}); close all others."""
+    parked = {target: fcntl.fcntl(current, fcntl.F_DUPFD, 100) for target, current in wanted.items()}
+    os.closerange(0, 100)
+    for target, fd in parked.items():
+        os.dup2(fd, target)
+    os.closerange(100, os.sysconf("SC_OPEN_MAX"))
+
+
+def _read_exact(fd, size):
+    """`size` bytes from fd, or fewer at EOF."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_into(fd, view):
+    done = 0
+    while done < len(view):
+        got = os.readv(fd, [view[done:]])
+        if not got:
+            os._exit(0)
+        done += got
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _drain(fd):
+    """Everything waiting in a non-blocking pipe, up to its capacity: a dead writer leaves nothing for the next."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _compile_checker(source, vocabulary, unsafe_names, screen):
     """(code, whether it may run on the fast path), or (None, "compile error: ...")."""
     try:
         tree = ast.parse(source, "<checker>")
-        return compile(tree, "<checker>", "exec"), _fast_path_ok(tree, vocabulary, unsafe_names)
+        return compile(tree, "<checker>", "exec"), not screen or _fast_path_ok(tree, vocabulary, unsafe_names)
     except Exception as e:  # SyntaxError, ValueError (NUL bytes), RecursionError/MemoryError (absurd nesting)
         return None, "compile error: " + _describe(e)
 
@@ -1209,47 +1641,22 @@ def _fast_path_ok(tree, vocabulary, unsafe_names):
     return True
 
 
-def _lock_down(memory_mb, flags):
-    """Last step of worker start-up: resource limits, removed functions, and the audit hook (irremovable)."""
-    # Every check may allocate memory_mb on top of what earlier checks left, which stays under the retire margin.
-    with open("/proc/self/statm") as f:
-        address_space = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + int(
-            memory_mb * (1 + _RETIRE_FRACTION) * 2**20)
-    for limit, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(limit, (value, value))
-    reexported_by = {"posix": os, "_signal": signal}
-    for module_name, names in _REMOVED_FUNCTIONS.items():
-        for name in names:
-            vars(sys.modules[module_name]).pop(name, None)
-            if module_name in reexported_by:
-                vars(reexported_by[module_name]).pop(name, None)
-    stdlib = os.path.dirname(os.__file__) + "/"
-    sys.addaudithook(_make_audit_hook(os.getpid(), flags, stdlib))
-
-
-def _make_audit_hook(worker_pid, flags, stdlib):
-    # The hook must not depend on anything a fork-path checker can change: it reads no globals or builtins (both are
-    # mutable dicts) and takes everything it uses as positional defaults, which cannot be rebound without raising the
-    # object.__setattr__ event it forbids. Checkers in the worker itself (fast path) cannot reach anything at all.
-    def hook(event, args, _pid=worker_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str, _int=int,
-             _stdlib=stdlib, _allowed=_ALLOWED_EVENTS, _denied=_DENIED_IMPORTS, _error=PermissionError,
-             _writes=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+def _make_audit_hook(process_pid, flags):
+    # A second layer under the kernel's filter, which is the boundary: it turns most forbidden operations into a
+    # readable "forbidden: <what>" that fails the check even if the checker swallows the exception. It must not depend
+    # on anything a fork-path checker can change: it reads no globals or builtins (both are mutable dicts) and takes
+    # everything it uses as positional defaults, which cannot be rebound without raising the object.__setattr__ event
+    # it forbids. Checkers in the worker itself (fast path) cannot reach anything at all.
+    def hook(event, args, _pid=process_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str,
+             _allowed=_ALLOWED_EVENTS, _error=PermissionError,
              _protected=("__code__", "__defaults__", "__kwdefaults__")):
         if _getpid() == _pid and not _flags[0]:
-            return  # the worker's own code: compiling, forking and killing its children
+            return  # the sandbox's own code: compiling, forking
         if event in _allowed:
             return
         what = event
-        if event == "open" or event == "os.listdir":  # reads inside the stdlib only, so that imports keep working
-            path = args[0]
-            if _type(path) is _str and path.startswith(_stdlib) and "/.." not in path and (
-                    event == "os.listdir" or (_type(args[2]) is _int and not args[2] & _writes)):
-                return
-            what = event + " " + (path if _type(path) is _str else "fd")
-        elif event == "import":
-            if _type(args[0]) is _str and args[0].partition(".")[0] not in _denied:
-                return
-            what = "import " + (args[0] if _type(args[0]) is _str else "?")
+        if event in ("open", "import", "os.listdir"):  # files: all imports happened at start-up
+            what = event + " " + (args[0] if _type(args[0]) is _str else "fd")
         elif event == "object.__setattr__":
             if _type(args[1]) is _str and args[1] not in _protected:
                 return
@@ -1261,13 +1668,16 @@ def _make_audit_hook(worker_pid, flags, stdlib):
     return hook
 
 
-_WORKER_PRELUDE = "import ast, builtins, gc, marshal, os, re, resource, select, signal, sys, time, types\n"
-_WORKER_CONSTANTS = ("_FAST_MODULES", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS", "_DENIED_IMPORTS",
-                     "_ALLOWED_EVENTS", "_REMOVED_FUNCTIONS", "_WALL_SLACK_S", "_RETIRE_FRACTION", "_GARBAGE_LIMIT",
-                     "_MAX_OUTPUT")
-_WORKER_FUNCTIONS = (_worker_main, _CheckRunner, _compile_checker, _run_check, _OutputCap, _shared_state,
-                     _changed_state, _describe, _death_reason, _fast_vocabulary, _fast_path_ok, _lock_down,
-                     _make_audit_hook)
+_WORKER_PRELUDE = "import ast, builtins, fcntl, gc, marshal, os, re, resource, select, signal, sys, time, types\n"
+_WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS",
+                     "_ALLOWED_EVENTS", "_REMOVED_FUNCTIONS", "_NOBODY", "_FD", "_PR_SET_PDEATHSIG", "_PR_SET_SECCOMP",
+                     "_PR_SET_NO_NEW_PRIVS", "_SECCOMP_MODE_FILTER", "_WALL_SLACK_S", "_RETIRE_FRACTION",
+                     "_GARBAGE_LIMIT", "_MAX_OUTPUT", "_MAX_STATUS")
+_WORKER_FUNCTIONS = (_worker_main, _confine_worker, _zygote_main, _CheckRunner, _child_status, _allow_list_importer,
+                     _limit_resources, _remove_functions, _drop_privileges, _install_filter, _filter_installer,
+                     _parent_death_signal_setter, _keep_fds, _read_exact, _read_into, _write_all, _drain,
+                     _compile_checker, _run_check, _OutputCap, _shared_state, _changed_state, _describe, _death_reason,
+                     _fast_vocabulary, _fast_path_ok, _make_audit_hook)
 
 
 @functools.cache
@@ -1277,8 +1687,9 @@ def _worker_source():
     return _WORKER_PRELUDE + constants + "\n".join(inspect.getsource(f) for f in _WORKER_FUNCTIONS)
 
 
-def _worker_command(timeout_s, memory_mb):
-    return [sys.executable, "-I", "-S", "-B", "-c", f"{_worker_source()}\n_worker_main({timeout_s!r}, {memory_mb!r})\n"]
+def _worker_command(timeout_s, memory_mb, programs, strict, disabled):
+    call = f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r})"
+    return [sys.executable, "-I", "-S", "-B", "-c", f"{_worker_source()}\n{call}\n"]
 
 
 # ======================================================================================================================
@@ -1540,8 +1951,11 @@ class RewardResult:
 
 def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: Judge | None = None,
                  mode: str = "product", *, hard_reduce: str = "mean", max_judge_failure_share: float = 0.1,
-                 code_timeout_s: float = 2.0, instruction_literal: bool = False) -> list[RewardResult]:
-    """The VerIF reward of responses[i] to examples[i]; only the text after the last </think> is verified."""
+                 code_timeout_s: float = 2.0, instruction_literal: bool = False,
+                 allow_weak_isolation: bool | None = None) -> list[RewardResult]:
+    """The VerIF reward of responses[i] to examples[i]; only the text after the last </think> is verified.
+    allow_weak_isolation: whether code constraints may run without the sandbox's kernel layer (see CodeSandbox; None:
+    the VERIF_SANDBOX_ALLOW_WEAK_ISOLATION environment variable decides)."""
     if mode not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {mode!r}; choose from {REWARD_MODES}")
     if hard_reduce not in ("mean", "all"):
@@ -1552,7 +1966,7 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
         raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
     answers = [final_answer(r) for r in responses]
     hard = ([[] for _ in examples] if mode == "judge_only"
-            else _hard_checks(examples, answers, code_timeout_s, instruction_literal))
+            else _hard_checks(examples, answers, code_timeout_s, instruction_literal, allow_weak_isolation))
     hard_scores = [(float(all(c.passed for c in checks)) if hard_reduce == "all" else sum(c.passed for c in checks)
                     / len(checks)) if checks else 1.0 for checks in hard]
 
@@ -1609,7 +2023,8 @@ def reward_summary(results: Sequence[RewardResult]) -> dict[str, float]:
     }
 
 
-def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list[list[HardCheck]]:
+def _hard_checks(examples, answers, code_timeout_s, instruction_literal,
+                 allow_weak_isolation=None) -> list[list[HardCheck]]:
     """Every hard constraint of every response: IFEval ones here (strict), code ones in one sandboxed batch."""
     checks: list[list[HardCheck | None]] = []
     code_items, code_slots = [], []
@@ -1624,7 +2039,8 @@ def _hard_checks(examples, answers, code_timeout_s, instruction_literal) -> list
                 row.append(HardCheck(h["id"], ifeval_follows(h["id"], h.get("kwargs"), answer, prompt=ex.instruction)))
         checks.append(row)
     if code_items:
-        results = run_code_checks(code_items, timeout_s=code_timeout_s, instruction_literal=instruction_literal)
+        results = run_code_checks(code_items, timeout_s=code_timeout_s, instruction_literal=instruction_literal,
+                                  allow_weak_isolation=allow_weak_isolation)
         for (i, j, name), result in zip(code_slots, results):
             checks[i][j] = HardCheck(name, result.passed, result.error)
     return checks

@@ -6,6 +6,7 @@ gives them.
 """
 import os
 import signal
+import sys
 import socket
 import textwrap
 import time
@@ -13,11 +14,14 @@ import time
 import psutil
 import pytest
 
-from verify_lib import CodeCheckResult, CodeSandbox, run_code_checks
+import verify_lib
+
+from verify_lib import CodeCheckResult, CodeSandbox, SandboxUnavailable, run_code_checks
 
 TIMEOUT_S = 1.0
 MARGIN_S = 1.5  # worker replacement plus a loaded machine
 TEST_PID = os.getpid()
+TESTS_STARTED = time.time()
 
 
 def checker(body, prelude=""):
@@ -97,10 +101,13 @@ BENIGN_EXPECTED = [CodeCheckResult(verdict, None) for _, _, verdict in REALISTIC
 
 
 def sandbox_processes():
-    """Every sandbox worker or fork child on the machine, orphans included (they share the worker's command line)."""
-    found = set()
-    for process in psutil.process_iter(["cmdline"]):
-        if any("_worker_main(" in part for part in process.info["cmdline"] or ()):
+    """Every sandbox process this test process answers for (they share the worker's command line): its descendants,
+    and orphans handed to init since the tests started (what outlived its worker). Pools of other test runs on a
+    shared machine are left out: their processes have a living parent of their own."""
+    mine, found = {child.pid for child in psutil.Process().children(recursive=True)}, set()
+    for process in psutil.process_iter(["cmdline", "ppid", "create_time"]):
+        if any("_worker_main(" in part for part in process.info["cmdline"] or ()) and (
+                process.pid in mine or (process.info["ppid"] == 1 and process.info["create_time"] >= TESTS_STARTED)):
             found.add(process.pid)
     return found
 
@@ -239,6 +246,11 @@ def test_workers_are_out_of_the_callers_process_group(pool):
 # Hostile checkers
 # ---------------------------------------------------------------------------------------------------------------------
 MARKER = "{marker}"  # replaced by a path under the test's tmp_path, which must not exist afterwards
+# Checkers may import only an allow-list of modules (re, json, math, ...). These reach os, sys and the rest as attackers
+# would, through the object graph (os._wrap_close's globals), so that the layers under the allow-list are exercised.
+REACH = ("_os_globals = next(c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close')"
+         ".__init__.__globals__\nsys = _os_globals['sys']\nos = sys.modules['os']\n")
+REACH_SIGNAL = REACH + "signal = sys.modules['signal']\n"
 
 HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the check itself must give)
     "infinite_loop": (checker("while True:\n    pass"), "timeout:"),
@@ -252,12 +264,15 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
     """), "timeout:"),
     "sleep_forever": (checker("time.sleep(10 ** 6)", prelude="import time\n"), "timeout: wall"),
     "ignore_timer_signals_then_spin": (checker("""
-        signal.signal(signal.SIGPROF, signal.SIG_IGN)
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            signal.signal(signal.SIGPROF, signal.SIG_IGN)
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except OSError:
+            pass  # the kernel refuses
         while True:
             pass
-    """, prelude="import signal\n"), "timeout:"),
+    """, prelude=REACH_SIGNAL), "timeout:"),
     "memory_bomb": (checker("return len('a' * 2 ** 33) > 0"), "memory limit"),
     "gradual_memory_bomb": (checker("""
         hoard = []
@@ -270,13 +285,13 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
         def f(n):
             return list(map(f, [n + 1]))  # recursion through C code: the C stack overflows
         return f(0) == []
-    """, prelude="import sys\n"), "worker died: signal SIGSEGV"),
-    "fork_bomb": (checker("while True:\n    os.fork()", prelude="import os\n"), "forbidden: os.fork"),
-    "os_system": (checker("os.system('touch {marker}')\nreturn True", prelude="import os\n"), "forbidden: os.system"),
+    """, prelude=REACH), "worker died: signal SIGSEGV"),
+    "fork_bomb": (checker("while True:\n    os.fork()", prelude=REACH), "forbidden: os.fork"),
+    "os_system": (checker("os.system('touch {marker}')\nreturn True", prelude=REACH), "forbidden: os.system"),
     "subprocess": (checker("subprocess.run(['touch', '{marker}'])\nreturn True", prelude="import subprocess\n"),
                    "forbidden: import subprocess"),
     "posix_spawn": (checker("os.posix_spawn('/usr/bin/touch', ['touch', '{marker}'], {{}})\nreturn True",
-                            prelude="import os\n"), "forbidden: os.posix_spawn"),
+                            prelude=REACH), "forbidden: os.posix_spawn"),
     "write_file": (checker("open('{marker}', 'w').write('x')\nreturn True"), "forbidden: open {marker}"),
     "write_file_swallowing_the_error": (checker("""
         try:
@@ -286,43 +301,44 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
         return True
     """), "forbidden: open {marker}"),
     "os_open_for_writing": (checker("os.open('{marker}', os.O_CREAT | os.O_WRONLY)\nreturn True",
-                                    prelude="import os\n"), "forbidden: open {marker}"),
-    "mkfifo_unaudited": (checker("os.mkfifo('{marker}')\nreturn True", prelude="import os\n"),
+                                    prelude=REACH), "forbidden: open {marker}"),
+    "mkfifo_unaudited": (checker("os.mkfifo('{marker}')\nreturn True", prelude=REACH),
                          "exception: AttributeError"),
-    "remove_a_file": (checker("os.remove('/tmp/definitely-not-there')\nreturn True", prelude="import os\n"),
+    "remove_a_file": (checker("os.remove('/tmp/definitely-not-there')\nreturn True", prelude=REACH),
                       "forbidden: os.remove"),
     "read_etc_passwd": (checker("return 'root' in open('/etc/passwd').read()"), "forbidden: open /etc/passwd"),
     "read_etc_passwd_via_stdlib_dotdot": (checker(
         "return 'root' in open(os.path.dirname(os.__file__) + '/../../../../../../etc/passwd').read()",
-        prelude="import os\n"), "forbidden: open"),
-    "list_a_directory": (checker("return len(os.listdir('/etc')) > 0", prelude="import os\n"),
+        prelude=REACH), "forbidden: open"),
+    "list_a_directory": (checker("return len(os.listdir('/etc')) > 0", prelude=REACH),
                          "forbidden: os.listdir /etc"),
     "socket_to_the_test": (checker("socket.create_connection(('127.0.0.1', {port}), timeout=1)\nreturn True",
                                    prelude="import socket\n"), "forbidden: import socket"),
-    "sys_exit": (checker("sys.exit(0)", prelude="import sys\n"), "exception: SystemExit"),
+    "sys_exit": (checker("sys.exit(0)", prelude=REACH), "exception: SystemExit"),
     "raise_system_exit": (checker("raise SystemExit(1)"), "exception: SystemExit: 1"),
     "raise_keyboard_interrupt": (checker("raise KeyboardInterrupt"), "exception: KeyboardInterrupt"),
     "raise_base_exception": (checker("raise BaseException('boom')"), "exception: BaseException: boom"),
-    "os_exit": (checker("os._exit(3)", prelude="import os\n"), "worker died: exit code 3"),
-    "abort": (checker("os.abort()", prelude="import os\n"), "worker died: signal SIGABRT"),
-    "kill_the_workers_parent": (checker("os.kill(os.getppid(), 9)\nreturn True", prelude="import os\n"),
+    "os_exit": (checker("os._exit(3)", prelude=REACH), "worker died: exit code 3"),
+    "abort": (checker("os.abort()", prelude=REACH), "worker died: signal"),  # SIGSEGV: it may not even signal itself
+    "kill_the_workers_parent": (checker("os.kill(os.getppid(), 9)\nreturn True", prelude=REACH),
                                 "forbidden: os.kill"),
-    "kill_the_test_process": (checker(f"os.kill({TEST_PID}, 9)\nreturn True", prelude="import os\n"),
+    "kill_the_test_process": (checker(f"os.kill({TEST_PID}, 9)\nreturn True", prelude=REACH),
                               "forbidden: os.kill"),
-    "kill_the_process_group": (checker("os.killpg(0, 9)\nreturn True", prelude="import os\n"), "forbidden: os.killpg"),
+    "kill_the_process_group": (checker("os.killpg(0, 9)\nreturn True", prelude=REACH), "forbidden: os.killpg"),
     "kill_the_test_via_pidfd": (checker(f"signal.pidfd_send_signal(os.pidfd_open({TEST_PID}), 9)\nreturn True",
-                                        prelude="import os, signal\n"), "exception: AttributeError"),
+                                        prelude=REACH_SIGNAL), "exception: AttributeError"),
     "revive_a_builtin_module": (checker("""
-        import _imp, importlib.machinery
-        return _imp.create_builtin(importlib.machinery.BuiltinImporter.find_spec('_signal')) is not None
-    """), "exception: AttributeError"),
+        _imp, importer = sys.modules['_imp'], sys.modules['_frozen_importlib'].BuiltinImporter
+        return _imp.create_builtin(importer.find_spec('_signal')) is not None
+    """, prelude=REACH), "exception: AttributeError"),
     "set_the_system_clock": (checker("time.clock_settime(time.CLOCK_REALTIME, 0)\nreturn True",
                                      prelude="import time\n"), "exception: AttributeError"),
     "ctypes": (checker(f"ctypes.CDLL(None).kill({TEST_PID}, 9)\nreturn True", prelude="import ctypes\n"),
                "forbidden: import ctypes"),
     "raise_own_limits": (checker("resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\nreturn True",
-                                 prelude="import resource\n"), "forbidden: resource.setrlimit"),
-    "add_an_audit_hook": (checker("sys.addaudithook(lambda *a: None)\nreturn True", prelude="import sys\n"),
+                                 prelude=REACH + "resource = sys.modules['resource']\n"),
+                         "forbidden: resource.setrlimit"),
+    "add_an_audit_hook": (checker("sys.addaudithook(lambda *a: None)\nreturn True", prelude=REACH),
                           "forbidden: sys.addaudithook"),
     "forge_results_on_every_fd": (checker("""
         for fd in range(64):
@@ -331,16 +347,16 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
             except OSError:
                 pass
         return False
-    """, prelude="import os\n"), "worker died"),
+    """, prelude=REACH), "forbidden: the check wrote something other than its verdict"),
     "print_megabytes": (checker("""
         print('x' * 20_000_000)
         sys.stderr.write('y' * 20_000_000)
         return True
-    """, prelude="import sys\n"), "forbidden: more than 65536 characters of output"),
+    """, prelude=REACH), "forbidden: more than 65536 characters of output"),
     "thread_left_running": (checker("""
-        threading.Thread(target=lambda: time.sleep(10 ** 6)).start()
+        sys.modules['_thread'].start_new_thread(time.sleep, (10 ** 6,))
         return True
-    """, prelude="import threading, time\n"), CodeCheckResult(True)),
+    """, prelude=REACH + "import time\n"), "exception: RuntimeError: can't start new thread"),
     "finalizer_that_hangs": (checker("""
         def spin():
             try:
@@ -371,14 +387,15 @@ HOSTILE = {  # name -> (source, expected error prefix, or a CodeCheckResult the 
         fake.search = lambda *a, **k: True
         sys.modules['re'] = fake
         return True
-    """, prelude="import sys, types\n"), "forbidden: changed sys.modules['re']"),
+    """, prelude=REACH + "types = sys.modules['types']\n"), "forbidden: changed sys.modules['re']"),
     "delete_builtins": (checker("""
-        import builtins
+        builtins = sys.modules['builtins']
         del builtins.len, builtins.isinstance
         return True
-    """), "forbidden: changed builtins."),
-    "replace_builtins_via_globals": (checker("""
-        globals()['__builtins__'].len = lambda x: 0
+    """, prelude=REACH), "forbidden: changed builtins."),
+    "replace_builtins_via_a_function": (checker("""
+        next(c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close').__init__.__builtins__[
+            'len'] = lambda x: 0
         return True
     """), "forbidden: changed builtins.len"),
     "patch_a_stdlib_class": (checker("""
@@ -444,3 +461,58 @@ def test_timeouts_report_cpu_for_busy_loops_and_wall_for_sleeps():
         results = sandbox.run([(sleep, "i", "r"), (spin, "i", "r")])
     assert results[0] == CodeCheckResult(False, f"timeout: wall {TIMEOUT_S}s")
     assert results[1].error in (f"timeout: cpu {TIMEOUT_S}s", f"timeout: wall {TIMEOUT_S}s")  # wall if CPU is short
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The parent trusts nothing from a worker; no kernel layer, no sandbox unless the caller opts in
+# ---------------------------------------------------------------------------------------------------------------------
+def lying_worker(reply):
+    """A worker command that starts like a real one, then answers every batch with `reply` (bytes) whatever it got."""
+    script = ("import os, sys\nos.write(1, b'R\\n')\nwhile True:\n    header = sys.stdin.buffer.read(4)\n"
+              "    if len(header) < 4:\n        break\n    sys.stdin.buffer.read(int.from_bytes(header, 'little'))\n"
+              f"    os.write(1, {reply!r})\n")
+    return lambda *args: [sys.executable, "-c", script]
+
+
+@pytest.mark.parametrize("reply, violation", [
+    (b"---T\n" * 5, "more results than items sent"),  # forged verdicts for items it was not sent (yet)
+    (b"hello\n", "malformed result line"),
+    (b"--xT\n---F\n", "output after retiring"),
+])
+def test_a_worker_that_breaks_the_protocol_fails_its_items_and_is_replaced(monkeypatch, reply, violation):
+    monkeypatch.setattr("verify_lib._worker_command", lying_worker(reply))
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        results = sandbox.run([(AT_MOST_50_WORDS, "i", "r")] * 3)
+        assert results == [CodeCheckResult(False, "sandbox protocol violation: " + violation)] * 3
+        assert sandbox.stats["worker_restarts"] >= 1
+
+
+def test_without_the_kernel_layer_the_sandbox_refuses_unless_weak_isolation_is_asked_for(monkeypatch, caplog):
+    monkeypatch.setattr("verify_lib._kernel_programs", lambda: "libseccomp is not available (test)")
+    monkeypatch.delenv("VERIF_SANDBOX_ALLOW_WEAK_ISOLATION", raising=False)
+    with pytest.raises(SandboxUnavailable, match="libseccomp is not available .test.*allow_weak_isolation=True"):
+        CodeSandbox(workers=1).run(BENIGN_BATCH)
+    with CodeSandbox(workers=1, allow_weak_isolation=True) as sandbox:
+        assert sandbox.run(BENIGN_BATCH) == BENIGN_EXPECTED
+        assert sandbox.isolation == "weak: libseccomp is not available (test)"
+    assert "WEAK SANDBOX ISOLATION" in caplog.text
+    monkeypatch.setenv("VERIF_SANDBOX_ALLOW_WEAK_ISOLATION", "1")
+    assert run_code_checks(BENIGN_BATCH[:2]) == BENIGN_EXPECTED[:2]
+    verify_lib._default_sandbox.close()  # its workers are unconfined: leave none behind for the other tests
+
+
+def test_a_kernel_that_refuses_the_filter_stops_the_sandbox_with_the_reason(monkeypatch):
+    refused = {role: b"\x00" * 8 for role in ("worker", "zygote", "check")}  # one instruction, no return: invalid
+    monkeypatch.setattr("verify_lib._kernel_programs", lambda: refused)
+    with pytest.raises(SandboxUnavailable, match="the kernel refused the seccomp filter"):
+        CodeSandbox(workers=1).run(BENIGN_BATCH)
+
+
+def test_workers_run_confined_by_default(pool):
+    sandbox = pool
+    assert sandbox.isolation == "kernel"
+    workers = [psutil.Process(worker.proc.pid) for worker in sandbox._pool]
+    for process in workers + [zygote for worker in workers for zygote in worker.children()]:
+        assert "Seccomp:\t2\n" in open(f"/proc/{process.pid}/status").read()  # under a seccomp filter
+        assert process.uids().real == (65534 if os.geteuid() == 0 else os.getuid())
+    assert len(workers) == 2 and all(len(worker.children()) == 1 for worker in workers)
