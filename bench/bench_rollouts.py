@@ -1,7 +1,7 @@
 """HF generate vs a vLLM server for 04_grpo.py's rollouts, on this machine, in one run: the CPU demo's step shape (8
 prompts x 8 answers, the embedded model, LoRA r 16) at a few answer lengths. Each configuration runs 04_grpo.py itself
 for --steps steps; step 1 samples the base model (on the server: no adapter yet), later steps the trained adapter, so
-the table shows both. Start the policy server first (one-off: ~1 min, ~3 min more the first time for .venv-judge):
+the table shows both; with --rollout-sync weights every step reloads merged weights. Start the policy server first (one-off: ~1 min, ~3 min more the first time for .venv-judge):
 
     bash scripts/serve_policy.sh "" 8001 &
     python bench/bench_rollouts.py --rollout-url http://127.0.0.1:8001/v1 --max-new-tokens 48 128
@@ -31,6 +31,8 @@ def main():
     p.add_argument("--rollout-url", required=True,
                    help="scripts/serve_policy.sh's server, e.g. http://127.0.0.1:8001/v1")
     p.add_argument("--max-new-tokens", type=int, nargs="+", default=[48, 128], help="answer lengths (default 48 128)")
+    p.add_argument("--backends", nargs="+", choices=["hf", "vllm lora", "vllm weights"],
+                   default=["hf", "vllm lora", "vllm weights"], help="which rollout paths to time (default: all three)")
     p.add_argument("--steps", type=int, default=2, help="steps per configuration (default 2: base, then adapter)")
     p.add_argument("--data", type=Path, help="04_grpo.py --data (default: its own)")
     p.add_argument("--out", type=Path, default=Path("rollout_bench.json"))
@@ -38,10 +40,13 @@ def main():
 
     rows = []
     for n in a.max_new_tokens:
-        for backend, flags in (("hf", []), ("vllm server", ["--rollout-url", a.rollout_url])):
+        for backend, flags in (("hf", []), ("vllm lora", ["--rollout-url", a.rollout_url]),
+                               ("vllm weights", ["--rollout-url", a.rollout_url, "--rollout-sync", "weights"])):
+            if backend not in a.backends:
+                continue
             for m in run(flags, n, a.steps, a.data):
                 rows.append({"backend": backend, "max_new_tokens": n, "step": m["step"],
-                             "sampled_from": "base" if backend != "hf" and m["step"] == 1 else "adapter",
+                             "sampled_from": "base" if backend == "vllm lora" and m["step"] == 1 else "adapter",
                              "length_mean": m["length_mean"], "seconds_generate": m["seconds_generate"],
                              "seconds_update": m["seconds_update"],
                              "seconds_step": m["seconds_generate"] + m["seconds_reward"] + m["seconds_update"],

@@ -167,3 +167,42 @@ def test_a_refused_adapter_mid_run_names_the_step_keeps_what_was_done_and_resume
     assert not (tmp_path / "run/checkpoint.tmp").exists() and not (tmp_path / "run/adapter").exists()
     grpo.main(flags + ["--resume"])                         # here on the HF path, which takes any rank
     assert [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_weights_sync_serves_the_merged_adapter_and_close_restores_the_base(trainer, policy_server):
+    """--rollout-sync weights: the adapter merged into the base weights, reloaded in place on the server; the trainer's
+    log-probs (adapter on) match the server's, and after close() the server samples the base model again."""
+    model, tokenizer, args = trainer
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
+    server = grpo.PolicyServer(policy_server, "policy")
+    server.check()
+    try:
+        server.serve_weights(model)
+        ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(server, tokenizer, EXAMPLES, stop_ids,
+                                                                            args)
+        merged_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+        with model.disable_adapter():
+            base_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    finally:
+        server.close()
+    assert merged_gap < 1e-3 and base_gap > 30 * max(merged_gap, 1e-4), (merged_gap, base_gap)
+    fresh = grpo.PolicyServer(policy_server, "policy")
+    try:
+        ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(fresh, tokenizer, EXAMPLES, stop_ids, args)
+        with model.disable_adapter():
+            assert logprob_gap(model, ids, attn, completion_mask, engine_logp) < 1e-3   # the base weights are back
+    finally:
+        fresh.close()
+
+
+def test_a_grpo_run_with_weights_sync_trains_over_the_server(policy_server, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "Say hi.", "soft": [],
+                                "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}) + "\n")
+    out = tmp_path / "run"
+    grpo.main(["--data", str(data), "--out-dir", str(out), "--rollout-url", policy_server, "--rollout-sync", "weights",
+               "--steps", "2", "--prompts-per-step", "1", "--num-generations", "4", "--max-new-tokens", "16",
+               "--lr", "1e-3"])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and metrics[1]["kl"] > 0
+    assert all(m["engine_logp_diff_mean"] < 1e-3 for m in metrics), metrics
