@@ -21,9 +21,10 @@ Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per
 Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/ and checkpoint/.
 
 Rollouts on a vLLM server (scripts/serve_policy.sh, its own environment; on a GPU usually several times faster than
-HF generate): each step the adapter is saved to a temporary folder, loaded on the server under a new name, and the
-G answers per prompt come back as token ids with the server's log-probs; the trainer recomputes the log-probs itself
-and logs how far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
+HF generate): each step the adapter is saved to a temporary folder and loaded on the server under a new name (or, with
+--rollout-sync weights, merged into the base weights, which the server reloads in place), and the G answers per
+prompt come back as token ids with the server's log-probs; the trainer recomputes the log-probs itself and logs how
+far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
 """
 import argparse
 import json
