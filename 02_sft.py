@@ -28,12 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import peft
-import torch
-import torch.nn.functional as F
-import transformers
-from tqdm import tqdm
-
 import verify_lib
 from verify_lib import ExampleError
 
@@ -75,6 +69,17 @@ def parse_args(argv=None):
       help="also save base + adapter merged (in float32, saved in the base's dtype) in <out-dir>/merged")
     a("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+# ---- heavy imports, after the arguments: --help and a bad flag answer at once, before torch loads (seconds) ----
+if __name__ == "__main__":
+    parse_args()
+verify_lib.quiet_libraries()
+import peft  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 
 # ---- data: files -> chats -> (input_ids, labels) ----

@@ -35,12 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 import verify_lib
 
-sft = importlib.import_module("02_sft")  # step 2 is stage 02 itself, called in process
 
 
 # ---- arguments ----
@@ -71,6 +67,16 @@ def parse_args(argv=None):
     a("--skip-before", action="store_true", help="do not evaluate the untrained student")
     a("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+# ---- heavy imports, after the arguments: --help and a bad flag answer at once, before torch loads (seconds) ----
+if __name__ == "__main__":
+    parse_args()
+verify_lib.quiet_libraries()
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+sft = importlib.import_module("02_sft")  # step 2 is stage 02 itself, called in process
 
 
 # ---- step 1: label ----

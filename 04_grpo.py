@@ -35,11 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import peft
-import torch
-from tqdm import tqdm
-
 import verify_lib
 
 # Kinds of constraint a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of
@@ -146,6 +141,15 @@ def parse_args(argv=None):
     if args.tis_cap is not None and not args.rollout_url:
         p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
     return args
+
+# ---- heavy imports, after the arguments: --help and a bad flag answer at once, before torch loads (seconds) ----
+if __name__ == "__main__":
+    parse_args()
+verify_lib.quiet_libraries()
+import numpy as np  # noqa: E402
+import peft  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 
 # ---- the maths: small pure functions, named as in the papers ----

@@ -19,7 +19,7 @@ glue that every stage imports. Sections, in reading order:
               -> compute_score, compute_score_batch, trl_reward_func, verl_row, trl_row
   7. Models   the embedded default model as a plain HF folder, model loading for the stages, plain sampling
               -> embedded_model_dir, load_model, sampling_kwargs, engine_sampling, stop_token_ids, add_lora,
-                 save_folder_atomically
+                 save_folder_atomically, quiet_libraries
 
 Each section starts with its public API; private helpers (leading underscore) follow it.
 """
@@ -66,7 +66,7 @@ __all__ = [
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
     "compute_score", "compute_score_batch", "trl_reward_func", "verl_row", "trl_row",
     "embedded_model_dir", "load_model", "EMBEDDED_MODEL", "sampling_kwargs", "engine_sampling", "stop_token_ids",
-    "add_lora", "save_folder_atomically",
+    "add_lora", "save_folder_atomically", "quiet_libraries",
 ]
 
 
@@ -2258,6 +2258,15 @@ def load_model(name: str | Path | None = None, *, dtype: Any = None, load_in_4bi
     model.generation_config = transformers.GenerationConfig(**{
         k: getattr(model.generation_config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
     return (model if load_in_4bit else model.to(device)), tokenizer
+
+
+def quiet_libraries() -> None:
+    """Silence third-party output that says nothing to a verif user; the stages call it before torch and peft load.
+    bitsandbytes warns on import that an optional CPU kernel could not be fetched from a model hub: verif neither needs
+    it nor may download anything at run time."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def sampling_kwargs(temperature: float, top_p: float = 1.0) -> dict[str, Any]:

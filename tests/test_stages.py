@@ -1,6 +1,7 @@
 """The stages as a user runs them: --help works everywhere, 05_eval scores files
 (05_eval.py's generation, resuming and report: tests/test_eval.py)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -20,6 +21,22 @@ def test_help_describes_the_stage(stage):
     out = run(stage, "--help")
     assert out.returncode == 0, out.stderr
     assert stage in out.stdout and "usage:" in out.stdout
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_answers_before_torch_loads_and_prints_nothing_else(stage):
+    """--help (and a bad flag) is answered before the heavy imports: torch is never imported, stderr stays empty."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = [{stage!r}, '--help']\n"
+             "try:\n"
+             f"    runpy.run_path({stage!r}, run_name='__main__')\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print('torch loaded:', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr
+    assert out.stdout.rstrip().endswith("torch loaded: False") and out.stderr == ""
 
 
 def test_eval_refuses_two_jobs_at_once():
