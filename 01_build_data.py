@@ -868,10 +868,10 @@ def constraints_schema(max_items):
 def backtranslate(seeds, args, counts):
     """Back-translate every seed, resuming from the state file; returns the Rows of all seeds, in seed order."""
     def client(structured_outputs):
-        return verify_lib.Judge(args.llm_url, args.llm_model, temperature=args.llm_temperature,
-                                max_tokens=args.llm_max_tokens, concurrency=args.llm_concurrency,
-                                timeout_s=args.llm_timeout,
-                                extra_body={"structured_outputs": structured_outputs} if args.structured else None)
+        return verify_lib.ChatClient(args.llm_url, args.llm_model, temperature=args.llm_temperature,
+                                     max_tokens=args.llm_max_tokens, concurrency=args.llm_concurrency,
+                                     timeout_s=args.llm_timeout,
+                                     extra_body={"structured_outputs": structured_outputs} if args.structured else None)
     llms = client({"json": constraints_schema(args.max_constraints)}), client({"regex": FUNCTION_REGEX})
     state_path = args.out_dir / "backtranslate_state.jsonl"
     keys = {seed.id: _seed_key(seed, args.llm_model) for seed in seeds}

@@ -31,7 +31,9 @@ from pathlib import Path
 import verify_lib
 from verify_lib import ExampleError
 
-DEFAULT_DATA, DEFAULT_EVAL = Path("data/verif_train.jsonl"), Path("data/verif_eval.jsonl")
+HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
+
+DEFAULT_DATA, DEFAULT_EVAL = HERE / "data/verif_train.jsonl", HERE / "data/verif_eval.jsonl"
 ROLES = ("system", "user", "assistant")
 
 
@@ -46,7 +48,7 @@ def parse_args(argv=None):
     a("--eval-references", type=Path, help="references for canonical --eval-data (default: <stem>_references.jsonl)")
     a("--eval-share", type=float, default=0.05, help="share of --data held out when there is no --eval-data (0: none)")
     a("--model", default=None, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    a("--out-dir", type=Path, default=Path("runs/sft"))
+    a("--out-dir", type=Path, default=HERE / "runs/sft")
     a("--epochs", type=int, default=1, help="passes over the data (VerIF's IF-Verifier: 2), capped by --max-steps")
     a("--max-steps", type=int, default=24,
       help="stop after N optimizer steps (24: the CPU demo, ~6 min on 2 cores; 0: no cap, all --epochs)")
@@ -67,18 +69,22 @@ def parse_args(argv=None):
     a("--limit", type=int, help="train on the first N chats only (quick runs)")
     a("--merge", action="store_true",
       help="also save base + adapter merged (in float32, saved in the base's dtype) in <out-dir>/merged")
+    a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
+                                               "run is refused)")
     a("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ("epochs", "batch_size", "grad_accum", "eval_every", "max_len", "lora_r"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    return args
 
 
 # ---- heavy imports, after the arguments: --help and a bad flag answer at once, before torch loads (seconds) ----
 if __name__ == "__main__":
     parse_args()
 verify_lib.quiet_libraries()
-import peft  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 
@@ -101,7 +107,7 @@ def load_chats(path: Path, references: Path | None = None) -> tuple[list[tuple[s
     for (line, _), ex in zip(rows, examples):
         if ex.id in responses:
             answer = {"role": "assistant", "content": responses[ex.id]}
-            row = {"messages": (ex.messages or [{"role": "user", "content": ex.prompt}]) + [answer]}
+            row = {"messages": ex.chat + [answer]}
             chats.append((f"{path}:{line}", checked_chat(row, f"{path}:{line}")))
     return chats, len(examples) - len(chats)
 
@@ -272,20 +278,6 @@ def build_model(args):
                                gradient_checkpointing=args.gradient_checkpointing), tokenizer
 
 
-def merge_adapter(base, adapter_dir: Path, out: Path) -> Path:
-    """Base model in float32 (also after QLoRA) + adapter, merged and saved in the base's own dtype as a plain HF
-    folder (safetensors, config, generation config, tokenizer): verify_lib.load_model, 04_grpo.py --model and vLLM
-    load it."""
-    model, tokenizer = verify_lib.load_model(base, dtype=torch.float32)
-    dtype = transformers.AutoConfig.from_pretrained(model.name_or_path).dtype or torch.float32
-    merged = peft.PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().to(dtype)
-    try:  # load_model keeps token ids only; the merged folder carries the base's own generation defaults
-        merged.generation_config = transformers.GenerationConfig.from_pretrained(model.name_or_path)
-    except OSError:
-        pass
-    return verify_lib.save_folder_atomically(out, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
-
-
 def plot_loss(metrics_path: Path, out_png: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -330,6 +322,10 @@ def main(argv=None) -> dict:
         eval_chats, eval_skipped = [train_chats[i] for i in sorted(order[:n_eval])], 0
         train_chats = [train_chats[i] for i in sorted(order[n_eval:])]
     train_chats = train_chats[:args.limit]
+    try:
+        verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite)
+    except FileExistsError as e:
+        sys.exit(f"02_sft.py: {e}")
     model, tokenizer = build_model(args)
     train_rows, truncated, dropped = tokenize_all(tokenizer, train_chats, args.max_len)
     eval_rows, eval_truncated, eval_dropped = tokenize_all(tokenizer, eval_chats, args.max_len)
@@ -351,7 +347,6 @@ def main(argv=None) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, len(schedule)))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     metrics_path = args.out_dir / "metrics.jsonl"
     metrics_path.write_text("")
@@ -392,7 +387,7 @@ def main(argv=None) -> dict:
     merged = None
     if args.merge:
         del model, optimizer, scheduler
-        merged = merge_adapter(args.model, adapter, args.out_dir / "merged")
+        merged = verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
     print(f"adapter{', merged model' if merged else ''}, metrics and loss curve in {args.out_dir}")
     return {"out_dir": args.out_dir, "adapter": adapter, "merged": merged, "metrics": metrics_path,
             "steps": len(schedule), "train_rows": len(train_rows), "eval_rows": len(eval_rows),

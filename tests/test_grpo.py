@@ -4,6 +4,7 @@ import importlib
 import json
 import math
 
+import peft
 import pytest
 import torch
 
@@ -310,6 +311,19 @@ def test_two_steps_then_resume_two_steps_equals_four_steps(tiny_model_dir, train
     assert expected <= set(straight[0])
 
 
+def test_merge_writes_base_plus_the_trained_adapter(tiny_model_dir, train_file, tmp_path):
+    run(tiny_model_dir, train_file, tmp_path, "--steps", "2", "--merge")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "merged").iterdir()}
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        base, _ = verify_lib.load_model(tiny_model_dir)
+        expected = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()(input_ids=ids).logits
+        got = verify_lib.load_model(tmp_path / "merged")[0](input_ids=ids).logits
+        plain = verify_lib.load_model(tiny_model_dir)[0](input_ids=ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert (plain - expected).abs().max() > 1e-4                   # two steps at lr 1e-2 did change the model
+
+
 def test_a_missing_data_file_says_how_to_make_it(tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit, match="01_build_data.py"):
         grpo.main(["--model", str(tiny_model_dir), "--data", str(tmp_path / "none.jsonl"), "--out-dir", str(tmp_path)])
@@ -319,6 +333,14 @@ def test_the_paper_setting_fills_unset_sizes():
     args = grpo.parse_args(["--setting", "paper", "--lr", "3e-6"])
     assert (args.prompts_per_step, args.num_generations, args.max_new_tokens, args.lr) == (32, 16, 4096, 3e-6)
     assert (args.beta, args.eps, args.eps_high, args.temperature, args.num_iterations) == (1e-3, 0.2, 0.2, 1.0, 1)
+
+
+def test_the_heldout_setting_trains_on_every_prompt_and_constraint_kind_at_128_tokens():
+    args = grpo.parse_args(["--setting", "heldout"])
+    assert (args.steps, args.prompts_per_step, args.num_generations, args.max_new_tokens, args.lr) == (40, 8, 8, 128, 5e-4)
+    assert (args.only_constraints, args.max_prompts) == ((), 0)
+    assert grpo.parse_args(["--setting", "heldout", "--steps", "3"]).steps == 3
+    assert grpo.parse_args([]).steps == 15
 
 
 def test_the_cpu_setting_trains_only_on_short_answer_constraints(tiny_model_dir, tmp_path, capsys):
