@@ -1,13 +1,13 @@
-"""01_build_data.py — VerInstruct-style data: import, an offline composer, LLM constraint back-translation.
+"""01_build_data.py — VerInstruct-style data: constraint back-translation with an LLM, an offline composer, import.
 
 VerIF trains on VerInstruct (about 22k instructions, 6.2 constraints each, 22 % hard / 78 % soft), made by
 *constraint back-translation*: an LLM reads an instruction and a response and writes down constraints that the
 response already satisfies; code is written for the hard ones. This stage makes such data in verify_lib's canonical
 schema, three ways:
 
+    python 01_build_data.py --backtranslate --llm-url http://127.0.0.1:8000/v1 --llm-model judge   # VerIF's method
     python 01_build_data.py                          # offline: compose constraints onto the seeds in data/
     python 01_build_data.py --input verinstruct.jsonl ifeval.jsonl      # import
-    python 01_build_data.py --backtranslate --llm-url http://127.0.0.1:8000/v1 --llm-model judge
 
 Inputs (--input, any mix, one format per row): seeds, {instruction, response} or a chat {messages} ending in the
 assistant's reply, optionally with "soft" constraints true of the response and a "title" (data/seeds.jsonl: 289
@@ -35,12 +35,12 @@ import collections
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import re
 import statistics
 import sys
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -52,8 +52,8 @@ VERINSTRUCT = {"rows": 22_000, "constraints_per_row": 6.2, "hard_share": 0.22}  
 
 
 # ---- arguments ----
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
     p.add_argument("--input", type=Path, nargs="+", default=[HERE / "data/seeds.jsonl"],
                    help="JSONL files: seeds, VerInstruct, IFEval or canonical rows (default: data/seeds.jsonl, "
                         "289 everyday instructions with reference responses)")
@@ -119,7 +119,7 @@ class BuildError(ValueError):
     """A bad input row; the message starts with `path:line:`."""
 
 
-def read_inputs(paths, skip_bad):
+def read_inputs(paths: list[Path], skip_bad: bool) -> tuple[list[Row], list[Seed], list[str], int]:
     """All rows of all inputs: (rows converted as they are, seeds to compose or back-translate, bad rows skipped)."""
     rows, seeds, skipped, untagged = [], [], [], 0
     seen_ids = {}
@@ -190,21 +190,10 @@ def _from_verinstruct(obj, default_id):
 
 
 def _from_ifeval(obj):
-    missing = [k for k in ("key", "prompt", "instruction_id_list", "kwargs") if k not in obj]
-    if missing:
-        raise ValueError(f"IFEval row without {missing}")
-    ids, kwargs_list = obj["instruction_id_list"], obj["kwargs"]
-    if not isinstance(ids, list) or not isinstance(kwargs_list, list) or len(ids) != len(kwargs_list):
-        raise ValueError("'instruction_id_list' and 'kwargs' must be lists of the same length")
-    hard = []
-    for instruction_id, kwargs in zip(ids, kwargs_list):
-        kwargs = {k: v for k, v in kwargs.items() if v is not None} if isinstance(kwargs, dict) else kwargs
-        hard.append({"id": instruction_id, "kwargs": kwargs})
-    example = verify_lib.parse_example({"id": f"ifeval-{obj['key']}", "prompt": obj["prompt"], "hard": hard,
-                                        "source": "ifeval"})
-    for constraint in example.hard:  # validated above: now the words, for the judge_only reward mode
+    example = verify_lib.from_ifeval(obj)
+    for constraint in example.hard:  # validated: now the words, for the judge_only reward mode
         constraint["text"] = phrase(constraint["id"], constraint["kwargs"])
-    return Row(example, example.prompt, None, list(ids))
+    return Row(example, example.prompt, None, [c["id"] for c in example.hard])
 
 
 def _from_canonical(obj):
@@ -246,6 +235,279 @@ def _split_chat(messages):
     if any(m.get("role") not in ("system", "user", "assistant") for m in messages):
         raise ValueError("a message role must be system, user or assistant")
     return messages[-2]["content"], messages[-1]["content"], [dict(m) for m in messages[:-2]]
+
+
+# ---- back-translation with an LLM ----
+CATEGORIES = ("length", "format", "keyword", "style", "content", "other")
+
+CONSTRAINTS_PROMPT = """\
+Below are an instruction and a response to it. Write down constraints that the response already satisfies and that \
+could have been part of the instruction: on its length, format, keywords, style or content. Give 3 to 8 of them.
+
+Answer with a JSON list only. Each item is an object with three fields:
+  "text": the constraint, worded as an instruction to the writer, e.g. "Answer in fewer than 100 words."
+  "type": "hard" if a short Python function can check it exactly (length, format, keywords), else "soft"
+  "category": one of "length", "format", "keyword", "style", "content", "other"
+
+<instruction>
+{instruction}
+</instruction>
+
+<response>
+{response}
+</response>"""
+
+CODE_PROMPT = """\
+Write a Python function `check_following(instruction, response)` that returns True if `response` satisfies the \
+constraint below and False otherwise. Use only the Python standard library: no files, network or input. Answer with \
+the function in one ```python code block.
+
+Constraint: {text}"""
+
+RETRY = "\n\nYour previous answer could not be used ({why}). Answer again, exactly in the format asked for."
+
+# --structured: what vLLM lets the model write (the server's structured outputs), short enough for a small model
+FUNCTION_REGEX = r"```python\ndef check_following\(instruction, response\):\n(    [^\n]{1,100}\n){1,10}```"
+
+
+def constraints_schema(max_items: int) -> dict:
+    item = {"type": "object", "additionalProperties": False, "required": ["text", "type", "category"],
+            "properties": {"text": {"type": "string", "minLength": 8, "maxLength": 160},
+                           "type": {"enum": ["hard", "soft"]}, "category": {"enum": list(CATEGORIES)}}}
+    return {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
+
+
+def backtranslate(seeds: list[Seed], args: argparse.Namespace, counts: collections.Counter) -> list[Row]:
+    """Back-translate every seed, resuming from the state file; returns the Rows of all seeds, in seed order."""
+    def client(structured_outputs):
+        return verify_lib.ChatClient(args.llm_url, args.llm_model, temperature=args.llm_temperature,
+                                     max_tokens=args.llm_max_tokens, concurrency=args.llm_concurrency,
+                                     timeout_s=args.llm_timeout,
+                                     extra_body={"structured_outputs": structured_outputs} if args.structured else None)
+    # Two clients to the same LLM: one asked for constraints (structured as JSON), one for code (a function regex).
+    constraint_writer = client({"json": constraints_schema(args.max_constraints)})
+    code_writer = client({"regex": FUNCTION_REGEX})
+    state_path = args.out_dir / "backtranslate_state.jsonl"
+    keys = {seed.id: _seed_key(seed, args.llm_model) for seed in seeds}
+    done = {key: record for key, record in _read_state(state_path).items() if key in keys.values()}
+    todo = [seed for seed in seeds if keys[seed.id] not in done]
+    if done:
+        print(f"resuming: {len(done)} of {len(seeds)} seeds already done ({state_path})")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_path, "a", encoding="utf-8") as state, \
+            tqdm(total=len(todo), desc="back-translation", unit="seed") as bar:
+        for start in range(0, len(todo), args.batch):
+            batch = todo[start:start + args.batch]
+            for seed, record in zip(batch, backtranslate_batch(batch, constraint_writer, code_writer, args)):
+                done[keys[seed.id]] = record
+                state.write(json.dumps({"key": keys[seed.id], **record}, ensure_ascii=False) + "\n")
+            state.flush()
+            bar.update(len(batch))
+    constraint_writer.close(), code_writer.close()
+    rows = []
+    for seed in seeds:
+        record = done[keys[seed.id]]
+        counts.update(record["counts"])
+        if record["example"] is not None:
+            rows.append(Row(verify_lib.parse_example(record["example"]), seed.instruction, seed.response,
+                            record["kinds"]))
+    return rows
+
+
+def backtranslate_batch(seeds: list[Seed], constraint_writer: verify_lib.ChatClient, code_writer: verify_lib.ChatClient,
+                        args: argparse.Namespace) -> list[dict]:
+    """One state record per seed: {"seed", "example" (canonical, or None), "kinds", "counts"}. Counts add up:
+    seeds = rows + "seed: ..." drops; proposed = kept_hard + kept_soft + "constraint: ..." and "hard: ..." drops."""
+    counts = [collections.Counter(seeds=1) for _ in seeds]
+
+    # 1. the constraints each response satisfies, as JSON (asked twice at most)
+    prompts = [CONSTRAINTS_PROMPT.format(instruction=s.instruction, response=s.response) for s in seeds]
+    proposals = ask_twice(constraint_writer, prompts, lambda replies, _: [parse_constraints(r) for r in replies])
+    items = []  # (seed index, {"text", "type", "category"[, "code"]})
+    for i, (proposed, why) in enumerate(proposals):
+        if proposed is None:
+            counts[i][f"seed: {why}"] += 1
+            continue
+        valid, dropped = proposed
+        counts[i]["proposed"] += len(valid) + sum(dropped.values())
+        counts[i].update(dropped)
+        if len(valid) > args.max_constraints:
+            counts[i]["constraint: over --max-constraints"] += len(valid) - args.max_constraints
+        items += [(i, item) for item in valid[:args.max_constraints]]
+
+    # 2. a check_following function for each hard one, kept only if it passes on the response (asked twice at most)
+    hard = [(i, item) for i, item in items if item["type"] == "hard"]
+
+    def validate(replies, indices):
+        return check_functions(replies, [seeds[hard[k][0]] for k in indices])
+    functions = ask_twice(code_writer, [CODE_PROMPT.format(text=item["text"]) for _, item in hard], validate)
+    for (i, item), (source, why) in zip(hard, functions):
+        if source is None:
+            counts[i][f"hard: {why}"] += 1
+        else:
+            item["code"] = source
+
+    # 3. the example: the request with the kept constraints appended, as VerInstruct does
+    records = []
+    for i, seed in enumerate(seeds):
+        if proposals[i][0] is None:
+            records.append({"seed": seed.id, "example": None, "kinds": [], "counts": dict(counts[i])})
+            continue
+        kept = [item for j, item in items if j == i and (item["type"] == "soft" or "code" in item)]
+        records.append(_backtranslated(seed, kept, counts[i]))
+    return records
+
+
+def _backtranslated(seed, kept, counts):
+    rng = random.Random(seed.id)
+    while True:  # a function may read the instruction: check it again with the final prompt
+        example = Example(id=f"{seed.id}-bt", prompt=None, messages=None, source="backtranslate",
+                          hard=[{"code": c["code"], "text": c["text"]} for c in kept if c["type"] == "hard"],
+                          soft=[c["text"] for c in kept if c["type"] == "soft"])
+        _set_prompt(example, seed, assemble_prompt(seed.instruction, [c["text"] for c in kept], rng))
+        results = verify_lib.run_code_checks([(c["code"], example.instruction, seed.response) for c in example.hard])
+        failed = {c["code"] for c, r in zip(example.hard, results) if not r.passed}
+        if not failed:
+            break
+        counts["hard: fails with the final prompt"] += sum(c.get("code") in failed for c in kept)
+        kept = [c for c in kept if c.get("code") not in failed]
+    counts["kept_hard"] += len(example.hard)
+    counts["kept_soft"] += len(example.soft)
+    if not kept:
+        counts["seed: nothing kept"] += 1
+        return {"seed": seed.id, "example": None, "kinds": [], "counts": dict(counts)}
+    kinds = [f"code:{c['category']}" for c in kept if c["type"] == "hard"]
+    kinds += [f"soft:{c['category']}" for c in kept if c["type"] == "soft"]
+    return {"seed": seed.id, "example": example.to_json(), "kinds": kinds, "counts": dict(counts)}
+
+
+def ask_twice(llm: verify_lib.ChatClient, prompts: list[str], validate: Callable) -> list[tuple]:
+    """Ask each prompt; an answer that `validate` rejects is asked once more, with the reason, then given up.
+    validate(completions, indices) -> [(value, None) | (None, why)]. Returns one (value, why) per prompt."""
+    replies = llm.complete(prompts) if prompts else []
+    results = validate(replies, list(range(len(prompts))))
+    redo = [k for k, (value, _) in enumerate(results) if value is None]
+    if redo:
+        again = llm.complete([prompts[k] + RETRY.format(why=results[k][1]) for k in redo])
+        for k, result in zip(redo, validate(again, redo)):
+            results[k] = result
+    return results
+
+
+def parse_constraints(reply: verify_lib.Completion) -> tuple:
+    """A reply -> ((valid items, Counter of dropped items by reason), None), or (None, why) for no usable list."""
+    if reply.error:
+        return None, "llm error"
+    answer = verify_lib.final_answer(reply.text or "")
+    found = _json_list(answer)
+    if found is None:
+        return None, "truncated answer" if reply.finish_reason == "length" else "no JSON list"
+    if not found:
+        return None, "empty list"
+    valid, dropped, texts = [], collections.Counter(), set()
+    for item in found:
+        text = item.get("text") if isinstance(item, dict) else None
+        if not isinstance(text, str) or not text.strip() or item.get("type") not in ("hard", "soft"):
+            dropped["constraint: malformed item"] += 1
+        elif text.strip().lower() in texts:
+            dropped["constraint: duplicate"] += 1
+        else:
+            texts.add(text.strip().lower())
+            category = item.get("category") if item.get("category") in CATEGORIES else "other"
+            valid.append({"text": _sentence(text), "type": item["type"], "category": category})
+    return (valid, dropped), None
+
+
+def _json_list(answer):
+    """The JSON list in an answer (bare, fenced, or the outermost [...] in prose; a {"constraints": [...]} too)."""
+    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", answer.strip())
+    candidates = [text]
+    if "[" in text and "]" in text:
+        candidates.append(text[text.index("["):text.rindex("]") + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("constraints"), list):
+            value = value["constraints"]
+        if isinstance(value, list):
+            return value
+    return None
+
+
+def _sentence(text):
+    text = " ".join(text.split())
+    return text if text[-1] in ".!?" else text + "."
+
+
+def check_functions(replies: list[verify_lib.Completion], seeds: list[Seed]) -> list[tuple[str | None, str | None]]:
+    """Extract a check_following function from each reply and run it in verify_lib's sandbox on its seed's response
+    (with the bare request; the final prompt is checked later): [(source, None) | (None, why)]."""
+    sources, results = [], []
+    for reply in replies:
+        try:
+            sources.append(extract_function(reply))
+        except ValueError as e:
+            sources.append(e)
+    runnable = [(s, seed.instruction, seed.response) for s, seed in zip(sources, seeds) if isinstance(s, str)]
+    verdicts = iter(verify_lib.run_code_checks(runnable))
+    for source in sources:
+        if not isinstance(source, str):
+            results.append((None, str(source)))
+            continue
+        verdict = next(verdicts)
+        if verdict.passed:
+            results.append((source, None))
+        else:
+            results.append((None, "returned False" if verdict.error is None else verdict.error.split(":")[0]))
+    return results
+
+
+def extract_function(reply: verify_lib.Completion) -> str:
+    """The source of a check_following function in a reply; ValueError says why there is none."""
+    if reply.error:
+        raise ValueError("llm error")
+    answer = verify_lib.final_answer(reply.text or "")
+    blocks = re.findall(r"```[a-zA-Z]*\n(.*?)(?:```|$)", answer, flags=re.S) + [answer]  # a cut-off block too
+    source = next((b for b in blocks if "def check_following" in b), None)
+    truncated = reply.finish_reason == "length"
+    if source is None:
+        raise ValueError("truncated answer" if truncated else "no check_following function")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        raise ValueError("truncated answer" if truncated else "syntax error") from None
+    if not any(isinstance(node, ast.FunctionDef) and node.name == "check_following" for node in tree.body):
+        raise ValueError("no check_following function")
+    return source.strip() + "\n"
+
+
+def _seed_key(seed, model):
+    text = json.dumps([model, seed.context, seed.instruction, seed.response])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _read_state(path):
+    """Records by key. A torn last line (an interrupted write) is cut off so that appending can go on after it."""
+    if not path.exists():
+        return {}
+    lines = path.read_bytes().splitlines(keepends=True)
+    records, good_end = {}, 0
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            records[record["key"]] = record
+        except (ValueError, TypeError, KeyError):
+            if lineno < len(lines):
+                raise BuildError(f"{path}:{lineno}: not a back-translation record; move the file away to start "
+                                 "over") from None
+            print(f"note: cutting an incomplete last record off {path}", file=sys.stderr)
+            with open(path, "r+b") as f:
+                f.truncate(good_end)
+            break
+        good_end += len(line)
+    return records
 
 
 # ---- phrasings: each IFEval instruction in words ----
@@ -372,7 +634,7 @@ LANGUAGES = {"en": "English", "ar": "Arabic", "bg": "Bulgarian", "bn": "Bengali"
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
 
 
-def phrase(instruction_id, kwargs, rng=None):
+def phrase(instruction_id: str, kwargs: dict, rng: random.Random | None = None) -> str:
     """The constraint in words: one of its phrasings at random, or the first one when rng is None.
 
     >>> phrase("length_constraints:number_words", {"num_words": 50, "relation": "less than"})
@@ -420,29 +682,19 @@ def _quoted(words, conjunction):
 # Not composed: combination:two_responses (a second, different answer cannot be made from one), detectable_format:
 # constrained_response (needs a yes/no question), response_language other than English (needs a translation).
 
-STOPWORDS = frozenset("""about above across after again against along already also although always among another
-anything around away back because been before behind being below best better between both cannot could does doing
-done down during each either else enough even ever every everything first from further gets give goes going good
-have having here hers herself himself into itself just keep know last less like little long made make many might
-more most much must myself near need never next nothing often once only other ought ours ourselves over perhaps
-quite rather really right same says should since some something still such sure take than that their theirs them
-themselves then there these they thing things this those though through till together too toward towards under
-until upon usually very want well were what when where whether which while whom will with within without would
-your yours yourself yourselves""".split())
-FILLER_WORDS = ["very", "really", "basically", "actually", "literally", "just", "simply", "obviously", "stuff",
-                "thing", "things", "nice", "great", "amazing", "definitely", "totally", "honestly", "awesome"]
-POSTSCRIPTS = ["I hope you find this useful.", "Happy to expand on any part of this.", "Thanks for asking!",
-               "Feel free to ask a follow-up question.", "Let me know if you would like a shorter or longer version."]
-END_PHRASES = ["Is there anything else I can help with?", "Let me know if you have any other questions.",
-               "I hope this helps!", "Any other questions?", "Hope that helps."]
-SECTION_WORDS = ["Section", "SECTION", "Part", "PART"]
+WORDS = json.loads((HERE / "data/composer_words.json").read_text(encoding="utf-8"))   # the composer's word lists
+STOPWORDS = frozenset(WORDS["stopwords"])       # never drawn as a keyword
+FILLER_WORDS = WORDS["filler_words"]            # drawn as forbidden words
+POSTSCRIPTS, END_PHRASES = WORDS["postscripts"], WORDS["end_phrases"]
+SECTION_WORDS = WORDS["section_words"]
 
 
-def follows(instruction_id, kwargs, response):
+def follows(instruction_id: str, kwargs: dict, response: str) -> bool:
     return verify_lib.ifeval_follows(instruction_id, kwargs, response)
 
 
-def checker_count(instruction_id, kwargs, count_key, response, relation_key=None):
+def checker_count(instruction_id: str, kwargs: dict, count_key: str, response: str,
+                  relation_key: str | None = None) -> int:
     """What the checker itself counts in `response`: the largest n for which "at least n" holds. Found by asking the
     checker for n = 1, 2, 4, ... until it says no, then bisecting: a few calls, as counts here are small."""
     def at_least(n):
@@ -457,7 +709,7 @@ def checker_count(instruction_id, kwargs, count_key, response, relation_key=None
     return lo
 
 
-def threshold(rng, count, *, step=1, least=1, fewest=2):
+def threshold(rng: random.Random, count: int, *, step: int = 1, least: int = 1, fewest: int = 2) -> tuple[str, int]:
     """A (relation, n) that `count` satisfies, n a multiple of `step`: "less than n" with fewest <= n > count, or
     "at least n" with least <= n <= count (only where count >= least).
 
@@ -471,17 +723,17 @@ def threshold(rng, count, *, step=1, least=1, fewest=2):
     return "at least", n if n >= max(least, 1) else (count // step) * step
 
 
-def has_code(text):
+def has_code(text: str) -> bool:
     return "```" in text
 
 
-def content_words(text):
+def content_words(text: str) -> list[str]:
     """Lowercase words of 4+ letters that carry meaning, in order of first use."""
     words = [w.lower() for w in re.findall(r"\b[A-Za-z]{4,}\b", text)]
     return list(dict.fromkeys(w for w in words if w not in STOPWORDS))
 
 
-def paragraphs_of(response):
+def paragraphs_of(response: str) -> list[str] | None:
     """The response's blank-line paragraphs, a short one (a greeting, a sign-off) joined to its neighbour; None where
     there are fewer than two or a code block (whose blank lines are not paragraph breaks)."""
     if has_code(response):
@@ -498,7 +750,7 @@ def paragraphs_of(response):
     return merged if len(merged) >= 2 else None
 
 
-def plain_sentences(response):
+def plain_sentences(response: str) -> list[tuple[int, int]]:
     """(start, end) of sentences of 3-20 words on prose lines: no list item, heading, code, markup or brackets."""
     spans, offset = [], 0
     if has_code(response):
@@ -512,15 +764,20 @@ def plain_sentences(response):
     return spans
 
 
+Made = tuple[dict, str] | None   # a maker's result: (kwargs, the response that now follows them), or None: not here
+
+
 # -- shaping makers --
-def make_number_paragraphs(rng, response, seed):
+def make_number_paragraphs(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Split the reference into its paragraphs with *** dividers; count them."""
     paragraphs = paragraphs_of(response)
     if not paragraphs:
         return None
     return {"num_paragraphs": len(paragraphs)}, "\n\n***\n\n".join(paragraphs)
 
 
-def make_multiple_sections(rng, response, seed):
+def make_multiple_sections(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Head each paragraph "Section 1", "Section 2", ... (or Part / PART / SECTION)."""
     paragraphs, word = paragraphs_of(response), rng.choice(SECTION_WORDS)
     if not paragraphs:
         return None
@@ -528,7 +785,8 @@ def make_multiple_sections(rng, response, seed):
     return {"section_spliter": word, "num_sections": len(paragraphs)}, sections
 
 
-def make_highlights(rng, response, seed):
+def make_highlights(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Ask for the highlights the reference has, or bold one to three of its plain sentences."""
     have = checker_count("detectable_format:number_highlighted_sections", {}, "num_highlights", response)
     if have:
         return {"num_highlights": rng.randint(1, min(have, 3))}, response
@@ -541,52 +799,62 @@ def make_highlights(rng, response, seed):
     return {"num_highlights": len(chosen)}, response
 
 
-def make_title(rng, response, seed):
+def make_title(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Put the seed's title in <<double angular brackets>> on top."""
     return ({}, f"<<{seed.title}>>\n\n{response}") if seed.title else None
 
 
-def make_postscript(rng, response, seed):
+def make_postscript(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Add a "P.S." line at the end."""
     return {"postscript_marker": "P.S."}, f"{response}\n\nP.S. {rng.choice(POSTSCRIPTS)}"
 
 
-def make_end_phrase(rng, response, seed):
+def make_end_phrase(rng: random.Random, response: str, seed: Seed) -> Made:
+    """End the reference with one of END_PHRASES, which the constraint names."""
     phrase_ = rng.choice(END_PHRASES)
     return {"end_phrase": phrase_}, f"{response}\n\n{phrase_}"
 
 
-def make_repeat_prompt(rng, response, seed):
+def make_repeat_prompt(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Repeat the request word for word before the answer (single-paragraph requests only)."""
     if "\n" in seed.instruction:  # the phrasings point at "the first paragraph": it must be the whole request
         return None
     return {"prompt_to_repeat": seed.instruction}, f"{seed.instruction}\n\n{response}"
 
 
-def make_json(rng, response, seed):
+def make_json(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Wrap the reference as a JSON object, in a ```json fence half of the time."""
     if has_code(response):
         return None
     text = json.dumps({"answer": response}, ensure_ascii=False, indent=2)
     return {}, f"```json\n{text}\n```" if rng.random() < 0.5 else text
 
 
-def make_lowercase(rng, response, seed):
+def make_lowercase(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Lowercase the whole reference (not where it holds code)."""
     return None if "`" in response else ({}, response.lower())  # no code, not even inline: case matters there
 
 
-def make_capital(rng, response, seed):
+def make_capital(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Uppercase the whole reference (not where it holds code)."""
     return None if "`" in response else ({}, response.upper())
 
 
-def make_quotation(rng, response, seed):
+def make_quotation(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Wrap the whole reference in double quotes."""
     return None if has_code(response) else ({}, f'"{response}"')
 
 
 # -- measuring makers --
-def make_number_words(rng, response, seed):
+def make_number_words(rng: random.Random, response: str, seed: Seed) -> Made:
+    """"At least" or "fewer than" N words, N a round number on the right side of the count."""
     count = checker_count("length_constraints:number_words", {}, "num_words", response, "relation")
     relation, n = threshold(rng, count, step=10 if count < 150 else 25)
     return {"num_words": n, "relation": relation}, response
 
 
-def make_number_sentences(rng, response, seed):
+def make_number_sentences(rng: random.Random, response: str, seed: Seed) -> Made:
+    """"At least" or "fewer than" N sentences, counted as the checker counts them."""
     if has_code(response):
         return None
     count = checker_count("length_constraints:number_sentences", {}, "num_sentences", response, "relation")
@@ -594,7 +862,8 @@ def make_number_sentences(rng, response, seed):
     return {"num_sentences": n, "relation": relation}, response
 
 
-def make_keywords(rng, response, seed):
+def make_keywords(rng: random.Random, response: str, seed: Seed) -> Made:
+    """One to three content words of the reference that the request does not already use."""
     words = content_words(response)
     fresh = [w for w in words if w not in content_words(seed.instruction)] or words
     if not fresh:
@@ -602,7 +871,8 @@ def make_keywords(rng, response, seed):
     return {"keywords": rng.sample(fresh, min(len(fresh), rng.choice([1, 2, 2, 3])))}, response
 
 
-def make_keyword_frequency(rng, response, seed):
+def make_keyword_frequency(rng: random.Random, response: str, seed: Seed) -> Made:
+    """A word the reference uses, "at least" or "fewer than" N times."""
     # The checker counts substrings ("art" in "start"): keep words whose substring count is their word count, and
     # prefer words used more than once.
     text = response.lower()
@@ -617,14 +887,16 @@ def make_keyword_frequency(rng, response, seed):
     return {"keyword": word, "frequency": n, "relation": relation}, response
 
 
-def make_forbidden_words(rng, response, seed):
+def make_forbidden_words(rng: random.Random, response: str, seed: Seed) -> Made:
+    """One to three filler words the reference does not use."""
     absent = [w for w in FILLER_WORDS if not re.search(rf"\b{w}\b", response, re.I)]
     if not absent:
         return None
     return {"forbidden_words": rng.sample(absent, min(len(absent), rng.choice([1, 2, 3])))}, response
 
 
-def make_letter_frequency(rng, response, seed):
+def make_letter_frequency(rng: random.Random, response: str, seed: Seed) -> Made:
+    """A consonant seen 1-15 times, "at least" or "fewer than" N times."""
     # Letters seen 1-15 times: counting 60 e's is no instruction anyone gives.
     letters = [c for c in "bcdfghjkmpvwxyz" if 1 <= response.lower().count(c) <= 15]
     if not letters:
@@ -634,7 +906,8 @@ def make_letter_frequency(rng, response, seed):
     return {"letter": letter, "let_frequency": n, "let_relation": relation}, response
 
 
-def make_capital_frequency(rng, response, seed):
+def make_capital_frequency(rng: random.Random, response: str, seed: Seed) -> Made:
+    """All-caps words, "at least" or "fewer than" N of them."""
     count = checker_count("change_case:capital_word_frequency", {}, "capital_frequency", response,
                           "capital_relation")
     # The checker counts "I" too; "at least n" only where the response has real all-caps words (DNA, API, ...).
@@ -643,21 +916,24 @@ def make_capital_frequency(rng, response, seed):
     return {"capital_frequency": n, "capital_relation": relation}, response
 
 
-def make_bullets(rng, response, seed):
+def make_bullets(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Exactly the number of markdown bullets the reference has."""
     for n in range(1, response.count("\n") + 2):  # the checker wants an exact count
         if follows("detectable_format:number_bullet_lists", {"num_bullets": n}, response):
             return {"num_bullets": n}, response
     return None
 
 
-def make_placeholders(rng, response, seed):
+def make_placeholders(rng: random.Random, response: str, seed: Seed) -> Made:
+    """At least N of the [placeholders] the reference has."""
     if has_code(response):  # [::-1] is no placeholder
         return None
     count = checker_count("detectable_content:number_placeholders", {}, "num_placeholders", response)
     return ({"num_placeholders": rng.randint(1, min(count, 4))}, response) if count else None
 
 
-def make_nth_first_word(rng, response, seed):
+def make_nth_first_word(rng: random.Random, response: str, seed: Seed) -> Made:
+    """The n-th paragraph (split on blank lines) starts with the word it starts with."""
     raw = response.split("\n\n")  # as the checker splits: the n-th raw entry, counted without empty ones
     count = sum(1 for p in raw if p.strip())
     if has_code(response) or not 2 <= count <= 8:
@@ -674,11 +950,13 @@ def make_nth_first_word(rng, response, seed):
     return {"num_paragraphs": count, "nth_paragraph": nth, "first_word": word}, response
 
 
-def make_english(rng, response, seed):
+def make_english(rng: random.Random, response: str, seed: Seed) -> Made:
+    """The answer in English (langdetect must agree)."""
     return None if has_code(response) else ({"language": "en"}, response)
 
 
-def make_no_comma(rng, response, seed):
+def make_no_comma(rng: random.Random, response: str, seed: Seed) -> Made:
+    """No commas, where the reference has none."""
     return None if "," in response else ({}, response)
 
 
@@ -742,11 +1020,12 @@ ADDS_TEXT = {"detectable_format:title", "detectable_content:postscript", "starte
              "combination:repeat_prompt", "detectable_format:json_format", "detectable_format:multiple_sections"}
 
 
-def conflict(a, b):
+def conflict(a: str, b: str) -> bool:
     return frozenset((a, b)) in _CONFLICTING
 
 
-def compose(seed, variant, args, applicable, counts):
+def compose(seed: Seed, variant: int, args: argparse.Namespace, applicable: list[str],
+            counts: collections.Counter) -> Row | None:
     """One composed Row for `seed`, or None. `applicable`: the instruction ids whose makers apply to the seed."""
     rng = random.Random(f"{args.seed}/{seed.id}/{variant}")
     n_hard = rng.randint(args.min_hard, args.max_hard)
@@ -789,7 +1068,7 @@ def compose(seed, variant, args, applicable, counts):
     return Row(example, seed.instruction, response, kinds)
 
 
-def compose_all(seeds, args, counts):
+def compose_all(seeds: list[Seed], args: argparse.Namespace, counts: collections.Counter) -> list[Row]:
     rows = []
     for seed in seeds:
         dry = random.Random(0)  # which makers can apply at all, tried once on the plain reference
@@ -809,7 +1088,7 @@ def compose_all(seeds, args, counts):
     return rows
 
 
-def assemble_prompt(instruction, constraints, rng):
+def assemble_prompt(instruction: str, constraints: list[str], rng: random.Random) -> str:
     """The request, a blank line, then the constraints in random order: as one paragraph or as a list."""
     constraints = list(constraints)
     rng.shuffle(constraints)
@@ -825,279 +1104,8 @@ def _set_prompt(example, seed, prompt):
         example.prompt = prompt
 
 
-# ---- back-translation with an LLM ----
-CATEGORIES = ("length", "format", "keyword", "style", "content", "other")
-
-CONSTRAINTS_PROMPT = """\
-Below are an instruction and a response to it. Write down constraints that the response already satisfies and that \
-could have been part of the instruction: on its length, format, keywords, style or content. Give 3 to 8 of them.
-
-Answer with a JSON list only. Each item is an object with three fields:
-  "text": the constraint, worded as an instruction to the writer, e.g. "Answer in fewer than 100 words."
-  "type": "hard" if a short Python function can check it exactly (length, format, keywords), else "soft"
-  "category": one of "length", "format", "keyword", "style", "content", "other"
-
-<instruction>
-{instruction}
-</instruction>
-
-<response>
-{response}
-</response>"""
-
-CODE_PROMPT = """\
-Write a Python function `check_following(instruction, response)` that returns True if `response` satisfies the \
-constraint below and False otherwise. Use only the Python standard library: no files, network or input. Answer with \
-the function in one ```python code block.
-
-Constraint: {text}"""
-
-RETRY = "\n\nYour previous answer could not be used ({why}). Answer again, exactly in the format asked for."
-
-# --structured: what vLLM lets the model write (the server's structured outputs), short enough for a small model
-FUNCTION_REGEX = r"```python\ndef check_following\(instruction, response\):\n(    [^\n]{1,100}\n){1,10}```"
-
-
-def constraints_schema(max_items):
-    item = {"type": "object", "additionalProperties": False, "required": ["text", "type", "category"],
-            "properties": {"text": {"type": "string", "minLength": 8, "maxLength": 160},
-                           "type": {"enum": ["hard", "soft"]}, "category": {"enum": list(CATEGORIES)}}}
-    return {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
-
-
-def backtranslate(seeds, args, counts):
-    """Back-translate every seed, resuming from the state file; returns the Rows of all seeds, in seed order."""
-    def client(structured_outputs):
-        return verify_lib.ChatClient(args.llm_url, args.llm_model, temperature=args.llm_temperature,
-                                     max_tokens=args.llm_max_tokens, concurrency=args.llm_concurrency,
-                                     timeout_s=args.llm_timeout,
-                                     extra_body={"structured_outputs": structured_outputs} if args.structured else None)
-    llms = client({"json": constraints_schema(args.max_constraints)}), client({"regex": FUNCTION_REGEX})
-    state_path = args.out_dir / "backtranslate_state.jsonl"
-    keys = {seed.id: _seed_key(seed, args.llm_model) for seed in seeds}
-    done = {key: record for key, record in _read_state(state_path).items() if key in keys.values()}
-    todo = [seed for seed in seeds if keys[seed.id] not in done]
-    if done:
-        print(f"resuming: {len(done)} of {len(seeds)} seeds already done ({state_path})")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_path, "a", encoding="utf-8") as state, \
-            tqdm(total=len(todo), desc="back-translation", unit="seed") as bar:
-        for start in range(0, len(todo), args.batch):
-            batch = todo[start:start + args.batch]
-            for seed, record in zip(batch, backtranslate_batch(batch, llms, args)):
-                done[keys[seed.id]] = record
-                state.write(json.dumps({"key": keys[seed.id], **record}, ensure_ascii=False) + "\n")
-            state.flush()
-            bar.update(len(batch))
-    for llm in llms:
-        llm.close()
-    rows = []
-    for seed in seeds:
-        record = done[keys[seed.id]]
-        counts.update(record["counts"])
-        if record["example"] is not None:
-            rows.append(Row(verify_lib.parse_example(record["example"]), seed.instruction, seed.response,
-                            record["kinds"]))
-    return rows
-
-
-def backtranslate_batch(seeds, llms, args):
-    """One state record per seed: {"seed", "example" (canonical, or None), "kinds", "counts"}. Counts add up:
-    seeds = rows + "seed: ..." drops; proposed = kept_hard + kept_soft + "constraint: ..." and "hard: ..." drops."""
-    counts = [collections.Counter(seeds=1) for _ in seeds]
-
-    # 1. the constraints each response satisfies, as JSON (asked twice at most)
-    prompts = [CONSTRAINTS_PROMPT.format(instruction=s.instruction, response=s.response) for s in seeds]
-    proposals = ask_twice(llms[0], prompts, lambda replies, _: [parse_constraints(r) for r in replies])
-    items = []  # (seed index, {"text", "type", "category"[, "code"]})
-    for i, (proposed, why) in enumerate(proposals):
-        if proposed is None:
-            counts[i][f"seed: {why}"] += 1
-            continue
-        valid, dropped = proposed
-        counts[i]["proposed"] += len(valid) + sum(dropped.values())
-        counts[i].update(dropped)
-        if len(valid) > args.max_constraints:
-            counts[i]["constraint: over --max-constraints"] += len(valid) - args.max_constraints
-        items += [(i, item) for item in valid[:args.max_constraints]]
-
-    # 2. a check_following function for each hard one, kept only if it passes on the response (asked twice at most)
-    hard = [(i, item) for i, item in items if item["type"] == "hard"]
-
-    def validate(replies, indices):
-        return check_functions(replies, [seeds[hard[k][0]] for k in indices])
-    functions = ask_twice(llms[1], [CODE_PROMPT.format(text=item["text"]) for _, item in hard], validate)
-    for (i, item), (source, why) in zip(hard, functions):
-        if source is None:
-            counts[i][f"hard: {why}"] += 1
-        else:
-            item["code"] = source
-
-    # 3. the example: the request with the kept constraints appended, as VerInstruct does
-    records = []
-    for i, seed in enumerate(seeds):
-        if proposals[i][0] is None:
-            records.append({"seed": seed.id, "example": None, "kinds": [], "counts": dict(counts[i])})
-            continue
-        kept = [item for j, item in items if j == i and (item["type"] == "soft" or "code" in item)]
-        records.append(_backtranslated(seed, kept, counts[i]))
-    return records
-
-
-def _backtranslated(seed, kept, counts):
-    rng = random.Random(seed.id)
-    while True:  # a function may read the instruction: check it again with the final prompt
-        example = Example(id=f"{seed.id}-bt", prompt=None, messages=None, source="backtranslate",
-                          hard=[{"code": c["code"], "text": c["text"]} for c in kept if c["type"] == "hard"],
-                          soft=[c["text"] for c in kept if c["type"] == "soft"])
-        _set_prompt(example, seed, assemble_prompt(seed.instruction, [c["text"] for c in kept], rng))
-        results = verify_lib.run_code_checks([(c["code"], example.instruction, seed.response) for c in example.hard])
-        failed = {c["code"] for c, r in zip(example.hard, results) if not r.passed}
-        if not failed:
-            break
-        counts["hard: fails with the final prompt"] += sum(c.get("code") in failed for c in kept)
-        kept = [c for c in kept if c.get("code") not in failed]
-    counts["kept_hard"] += len(example.hard)
-    counts["kept_soft"] += len(example.soft)
-    if not kept:
-        counts["seed: nothing kept"] += 1
-        return {"seed": seed.id, "example": None, "kinds": [], "counts": dict(counts)}
-    kinds = [f"code:{c['category']}" for c in kept if c["type"] == "hard"]
-    kinds += [f"soft:{c['category']}" for c in kept if c["type"] == "soft"]
-    return {"seed": seed.id, "example": example.to_json(), "kinds": kinds, "counts": dict(counts)}
-
-
-def ask_twice(llm, prompts, validate):
-    """Ask each prompt; an answer that `validate` rejects is asked once more, with the reason, then given up.
-    validate(completions, indices) -> [(value, None) | (None, why)]. Returns one (value, why) per prompt."""
-    replies = llm.complete(prompts) if prompts else []
-    results = validate(replies, list(range(len(prompts))))
-    redo = [k for k, (value, _) in enumerate(results) if value is None]
-    if redo:
-        again = llm.complete([prompts[k] + RETRY.format(why=results[k][1]) for k in redo])
-        for k, result in zip(redo, validate(again, redo)):
-            results[k] = result
-    return results
-
-
-def parse_constraints(reply):
-    """A reply -> ((valid items, Counter of dropped items by reason), None), or (None, why) for no usable list."""
-    if reply.error:
-        return None, "llm error"
-    answer = verify_lib.final_answer(reply.text or "")
-    found = _json_list(answer)
-    if found is None:
-        return None, "truncated answer" if reply.finish_reason == "length" else "no JSON list"
-    if not found:
-        return None, "empty list"
-    valid, dropped, texts = [], collections.Counter(), set()
-    for item in found:
-        text = item.get("text") if isinstance(item, dict) else None
-        if not isinstance(text, str) or not text.strip() or item.get("type") not in ("hard", "soft"):
-            dropped["constraint: malformed item"] += 1
-        elif text.strip().lower() in texts:
-            dropped["constraint: duplicate"] += 1
-        else:
-            texts.add(text.strip().lower())
-            category = item.get("category") if item.get("category") in CATEGORIES else "other"
-            valid.append({"text": _sentence(text), "type": item["type"], "category": category})
-    return (valid, dropped), None
-
-
-def _json_list(answer):
-    """The JSON list in an answer (bare, fenced, or the outermost [...] in prose; a {"constraints": [...]} too)."""
-    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", answer.strip())
-    candidates = [text]
-    if "[" in text and "]" in text:
-        candidates.append(text[text.index("["):text.rindex("]") + 1])
-    for candidate in candidates:
-        try:
-            value = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and isinstance(value.get("constraints"), list):
-            value = value["constraints"]
-        if isinstance(value, list):
-            return value
-    return None
-
-
-def _sentence(text):
-    text = " ".join(text.split())
-    return text if text[-1] in ".!?" else text + "."
-
-
-def check_functions(replies, seeds):
-    """Extract a check_following function from each reply and run it in verify_lib's sandbox on its seed's response
-    (with the bare request; the final prompt is checked later): [(source, None) | (None, why)]."""
-    sources, results = [], []
-    for reply in replies:
-        try:
-            sources.append(extract_function(reply))
-        except ValueError as e:
-            sources.append(e)
-    runnable = [(s, seed.instruction, seed.response) for s, seed in zip(sources, seeds) if isinstance(s, str)]
-    verdicts = iter(verify_lib.run_code_checks(runnable))
-    for source in sources:
-        if not isinstance(source, str):
-            results.append((None, str(source)))
-            continue
-        verdict = next(verdicts)
-        if verdict.passed:
-            results.append((source, None))
-        else:
-            results.append((None, "returned False" if verdict.error is None else verdict.error.split(":")[0]))
-    return results
-
-
-def extract_function(reply):
-    """The source of a check_following function in a reply; ValueError says why there is none."""
-    if reply.error:
-        raise ValueError("llm error")
-    answer = verify_lib.final_answer(reply.text or "")
-    blocks = re.findall(r"```[a-zA-Z]*\n(.*?)(?:```|$)", answer, flags=re.S) + [answer]  # a cut-off block too
-    source = next((b for b in blocks if "def check_following" in b), None)
-    truncated = reply.finish_reason == "length"
-    if source is None:
-        raise ValueError("truncated answer" if truncated else "no check_following function")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        raise ValueError("truncated answer" if truncated else "syntax error") from None
-    if not any(isinstance(node, ast.FunctionDef) and node.name == "check_following" for node in tree.body):
-        raise ValueError("no check_following function")
-    return source.strip() + "\n"
-
-
-def _seed_key(seed, model):
-    text = json.dumps([model, seed.context, seed.instruction, seed.response])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _read_state(path):
-    """Records by key. A torn last line (an interrupted write) is cut off so that appending can go on after it."""
-    if not path.exists():
-        return {}
-    lines = path.read_bytes().splitlines(keepends=True)
-    records, good_end = {}, 0
-    for lineno, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-            records[record["key"]] = record
-        except (ValueError, TypeError, KeyError):
-            if lineno < len(lines):
-                raise BuildError(f"{path}:{lineno}: not a back-translation record; move the file away to start "
-                                 "over") from None
-            print(f"note: cutting an incomplete last record off {path}", file=sys.stderr)
-            with open(path, "r+b") as f:
-                f.truncate(good_end)
-            break
-        good_end += len(line)
-    return records
-
-
 # ---- split, save, report ----
-def split_by_group(rows, eval_share, seed):
+def split_by_group(rows: list[Row], eval_share: float, seed: int) -> tuple[list[Row], list[Row]]:
     """(train, eval): whole source instructions go to eval, a share `eval_share` of them, drawn with `seed`."""
     groups = sorted({row.group for row in rows})
     random.Random(seed).shuffle(groups)
@@ -1108,23 +1116,19 @@ def split_by_group(rows, eval_share, seed):
     return [r for r in rows if r.group not in held_out], [r for r in rows if r.group in held_out]
 
 
-def write_outputs(out_dir, train, eval_):
-    """All files written next to their targets first, then renamed into place: no file is ever half-written."""
+def write_outputs(out_dir: Path, train: list[Row], eval_: list[Row]) -> list[Path]:
+    """The four data files, written all at once (verify_lib.save_files_atomically): no file is ever half-written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, rows in (("verif_train", train), ("verif_eval", eval_)):
         files[out_dir / f"{name}.jsonl"] = [r.example.to_json() for r in rows]
         files[out_dir / f"{name}_references.jsonl"] = [{"id": r.example.id, "response": r.reference}
                                                         for r in rows if r.reference is not None]
-    for path, objects in files.items():
-        with open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
-    for path in files:
-        os.replace(path.with_name(path.name + ".tmp"), path)
-    return list(files)
+    return verify_lib.save_files_atomically(
+        {path: "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects) for path, objects in files.items()})
 
 
-def data_statistics(rows):
+def data_statistics(rows: list[Row]) -> dict:
     kinds = collections.Counter(k for row in rows for k in row.kinds)
     n_hard = sum(len(row.example.hard) for row in rows)
     n_all = n_hard + sum(len(row.example.soft) for row in rows)
@@ -1166,7 +1170,7 @@ def print_report(stats, train, eval_, counts, skipped, untagged, paths):
     print("  wrote " + ", ".join(str(p) for p in paths))
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     # ---- inputs ----

@@ -39,7 +39,7 @@ ROLES = ("system", "user", "assistant")
 
 # ---- arguments ----
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
     a = p.add_argument
     a("--data", type=Path, default=DEFAULT_DATA, help="canonical examples or chat rows (see above)")
     a("--references", type=Path, help="{id, response} rows for canonical --data (default: <stem>_references.jsonl)")
@@ -47,8 +47,8 @@ def parse_args(argv=None):
                           "'none' or otherwise: hold out --eval-share of --data)")
     a("--eval-references", type=Path, help="references for canonical --eval-data (default: <stem>_references.jsonl)")
     a("--eval-share", type=float, default=0.05, help="share of --data held out when there is no --eval-data (0: none)")
-    a("--model", default=None, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    a("--out-dir", type=Path, default=HERE / "runs/sft")
+    a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    a("--out-dir", type=Path, default=HERE / "runs/sft", help="the run folder: adapter/, metrics.jsonl, loss.png")
     a("--epochs", type=int, default=1, help="passes over the data (VerIF's IF-Verifier: 2), capped by --max-steps")
     a("--max-steps", type=int, default=24,
       help="stop after N optimizer steps (24: the CPU demo, ~6 min on 2 cores; 0: no cap, all --epochs)")
@@ -71,7 +71,7 @@ def parse_args(argv=None):
       help="also save base + adapter merged (in float32, saved in the base's dtype) in <out-dir>/merged")
     a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
                                                "run is refused)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="LoRA init, dropout and the order of the chats")
     args = p.parse_args(argv)
     for flag in ("epochs", "batch_size", "grad_accum", "eval_every", "max_len", "lora_r"):
         if getattr(args, flag) < 1:
@@ -118,14 +118,12 @@ def load_references(path: Path, examples_path: Path, ids: set[str]) -> dict[str,
         raise ExampleError(f"{path}: no such file: the references of {examples_path} (01_build_data.py writes both; "
                            "or pass --references)")
     responses = {}
-    for line, row in verify_lib.read_jsonl(path, error=ExampleError):
-        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("response"), str)):
-            raise ExampleError(f"{path}:{line}: a reference row is {{'id': str, 'response': str}}, got {row!r:.80}")
-        if row["id"] not in ids:
-            raise ExampleError(f"{path}:{line}: reference id {row['id']!r} is not in {examples_path}")
-        if row["id"] in responses:
-            raise ExampleError(f"{path}:{line}: duplicate reference id {row['id']!r}")
-        responses[row["id"]] = row["response"]
+    for line, id_, response in verify_lib.read_responses(path):
+        if id_ not in ids:
+            raise ExampleError(f"{path}:{line}: reference id {id_!r} is not in {examples_path}")
+        if id_ in responses:
+            raise ExampleError(f"{path}:{line}: duplicate reference id {id_!r}")
+        responses[id_] = response
     return responses
 
 
@@ -203,8 +201,11 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
     """Right-pad (input_ids, labels) rows to the longest: padding has attention 0 and label -100. Padding on the right
     keeps each real token at position 0..n-1, as in generation; the tokenizer keeps load_model's left padding.
 
-    >>> pad_batch([([5, 6, 7], [-100, 6, 7]), ([5, 8], [-100, 8])], pad_id=2)
-    input_ids [[5, 6, 7], [5, 8, 2]], attention_mask [[1, 1, 1], [1, 1, 0]], labels [[-100, 6, 7], [-100, 8, -100]]
+    >>> batch = pad_batch([([5, 6, 7], [-100, 6, 7]), ([5, 8], [-100, 8])], pad_id=2)
+    >>> batch["input_ids"].tolist(), batch["attention_mask"].tolist()
+    ([[5, 6, 7], [5, 8, 2]], [[1, 1, 1], [1, 1, 0]])
+    >>> batch["labels"].tolist()
+    [[-100, 6, 7], [-100, 8, -100]]
     """
     width = max(len(ids) for ids, _ in rows)
     pad = [width - len(ids) for ids, _ in rows]
@@ -303,6 +304,38 @@ def plot_loss(metrics_path: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
+def train_and_held_out_chats(args):
+    """((train chats, skipped), (held-out chats, skipped), where the held-out ones come from): --eval-data, the default
+    eval split beside the default --data, or a seeded --eval-share of --data. --limit cuts the training chats."""
+    train_chats, skipped = load_chats(args.data, args.references)
+    default_eval = args.eval_data is None and args.data == DEFAULT_DATA and DEFAULT_EVAL.is_file()
+    eval_path = DEFAULT_EVAL if default_eval else (
+        None if args.eval_data in (None, "none", "None") else Path(args.eval_data))
+    if eval_path:
+        held_out = load_chats(eval_path, args.eval_references)
+    else:  # hold out a seeded share of the training chats
+        order = torch.randperm(len(train_chats), generator=torch.Generator().manual_seed(args.seed)).tolist()
+        n_eval = round(args.eval_share * len(train_chats))
+        held_out = [train_chats[i] for i in sorted(order[:n_eval])], 0
+        train_chats = [train_chats[i] for i in sorted(order[n_eval:])]
+    return (train_chats[:args.limit], skipped), held_out, eval_path or f"{args.eval_share:.0%} of {args.data}"
+
+
+def step_schedule(n_rows: int, args) -> list[tuple[float, list[int]]]:
+    """(epochs done after the step, row indices) per optimizer step: each epoch a seeded shuffle (seed + epoch) cut
+    into steps of batch_size x grad_accum rows, the last one shorter; at most --max-steps steps.
+
+    >>> step_schedule(5, argparse.Namespace(batch_size=2, grad_accum=1, epochs=1, seed=0, max_steps=0))
+    [(0.4, [4, 0]), (0.8, [1, 3]), (1.0, [2])]
+    """
+    per_step = args.batch_size * args.grad_accum
+    orders = [torch.randperm(n_rows, generator=torch.Generator().manual_seed(args.seed + e)).tolist()
+              for e in range(args.epochs)]
+    schedule = [(epoch + min(i + per_step, len(order)) / len(order), order[i:i + per_step])
+                for epoch, order in enumerate(orders) for i in range(0, len(order), per_step)]
+    return schedule[:args.max_steps or None]
+
+
 def main(argv=None) -> dict:
     """Train; returns {"out_dir", "adapter", "merged" (None without --merge), "metrics", "steps", "train_rows",
     "eval_rows", "train_loss" (last step), "eval_loss" (last evaluation, None without held-out rows)}."""
@@ -310,18 +343,7 @@ def main(argv=None) -> dict:
 
     # ---- setup: every input is read and checked before anything is written ----
     torch.manual_seed(args.seed)                                      # LoRA init and dropout
-    train_chats, skipped = load_chats(args.data, args.references)
-    default_eval = args.eval_data is None and args.data == DEFAULT_DATA and DEFAULT_EVAL.is_file()
-    eval_path = DEFAULT_EVAL if default_eval else (
-        None if args.eval_data in (None, "none", "None") else Path(args.eval_data))
-    if eval_path:
-        eval_chats, eval_skipped = load_chats(eval_path, args.eval_references)
-    else:  # hold out a seeded share of the training chats
-        order = torch.randperm(len(train_chats), generator=torch.Generator().manual_seed(args.seed)).tolist()
-        n_eval = round(args.eval_share * len(train_chats))
-        eval_chats, eval_skipped = [train_chats[i] for i in sorted(order[:n_eval])], 0
-        train_chats = [train_chats[i] for i in sorted(order[n_eval:])]
-    train_chats = train_chats[:args.limit]
+    (train_chats, skipped), (eval_chats, eval_skipped), held_out = train_and_held_out_chats(args)
     try:
         verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite)
     except FileExistsError as e:
@@ -331,18 +353,12 @@ def main(argv=None) -> dict:
     eval_rows, eval_truncated, eval_dropped = tokenize_all(tokenizer, eval_chats, args.max_len)
     if not train_rows:
         raise ExampleError(f"{args.data}: no chat left to train on")
-    held_out = eval_path or f"{args.eval_share:.0%} of {args.data}"
     for name, source, rows, counts in (("train", args.data, train_rows, (skipped, truncated, dropped)),
                                        ("held-out", held_out, eval_rows, (eval_skipped, eval_truncated, eval_dropped))):
         print(f"{name}: {len(rows)} chats from {source} ({counts[0]} examples without a reference skipped, "
               f"{counts[1]} cut to {args.max_len} tokens, {counts[2]} dropped: no trained token left)")
 
-    per_step = args.batch_size * args.grad_accum
-    orders = [torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(args.seed + e)).tolist()
-              for e in range(args.epochs)]
-    schedule = [(epoch + min(i + per_step, len(order)) / len(order), order[i:i + per_step])
-                for epoch, order in enumerate(orders) for i in range(0, len(order), per_step)]  # (epoch done, chats)
-    schedule = schedule[:args.max_steps or None]
+    schedule = step_schedule(len(train_rows), args)
     warmup = round(args.warmup_ratio * len(schedule))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                   weight_decay=args.weight_decay)

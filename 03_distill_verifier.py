@@ -6,7 +6,7 @@
 
 VerIF's IF-Verifier-7B is a student of QwQ-32B: about 130k of QwQ's verdicts (the same judge prompt the RL reward
 uses), learnt by supervised fine-tuning of R1-Distill-Qwen-7B (2 epochs, lr 2e-5), so that one GPU serves the judge
-instead of eight. This stage does the same four steps, small enough to run and measure on a CPU:
+instead of eight. This stage does the same, small enough to run and measure on a CPU, in five steps:
 
   1. label     judge prompts (verify_lib.judge_prompt: instruction, response, constraints) for the examples of
                --data and --eval-data, each with two responses: its reference answer (01_build_data.py) and the
@@ -15,11 +15,12 @@ instead of eight. This stage does the same four steps, small enough to run and m
                server (--teacher-url: the soft constraints, as the RL judge sees them), or by default the code
                checkers on the hard constraints, their per-constraint results written as a short rationale in
                <think> ... </think> followed by the verdict, the shape of a reasoning judge's answer.
-  2. train     LoRA SFT of the student on the teacher's answers to the --data prompts: 02_sft.py, run in process.
-  3. evaluate  the student before and after training on the --eval-data prompts (held out: 01_build_data.py splits by
-               source instruction): agreement with the teacher (accuracy, precision and recall of [[1]]), share of
+  2. evaluate  the student before training on the --eval-data prompts (held out: 01_build_data.py splits by source
+               instruction): agreement with the teacher (accuracy, precision and recall of [[1]]), share of
                unparseable answers, mean tokens and seconds per verdict, for the student and the teacher.
+  3. train     LoRA SFT of the student on the teacher's answers to the --data prompts: 02_sft.py, run in process.
   4. export    the merged student, a plain HF folder that vLLM serves as the judge (scripts/serve_judge.sh).
+  5. evaluate  the student after training, as in step 2.
 
 Outputs in --out-dir (default runs/distill): labels_train.jsonl and labels_eval.jsonl (chat rows for SFT, with the
 teacher's verdict and timing), sft/ (02_sft.py's run), student/ (the export), predictions_{before,after}.jsonl and
@@ -28,7 +29,6 @@ report.json (the evaluation).
 import argparse
 import importlib
 import json
-import os
 import random
 import shutil
 import sys
@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent          # default paths are beside this 
 
 # ---- arguments ----
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
     a = p.add_argument
     a("--data", type=Path, default=HERE / "data/verif_train.jsonl",
       help="examples whose judge prompts train the student")
@@ -53,8 +53,8 @@ def parse_args(argv=None):
     a("--teacher-url", help="OpenAI-compatible teacher, e.g. QwQ-32B on vLLM (default: the code checkers)")
     a("--teacher-model", default="judge", help="the teacher's model name on that server")
     a("--teacher-max-tokens", type=int, default=4096, help="tokens per teacher answer (a reasoning model thinks first)")
-    a("--model", default=None, help="the student: HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    a("--out-dir", type=Path, default=HERE / "runs/distill")
+    a("--model", type=verify_lib.model_arg, help="the student: HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    a("--out-dir", type=Path, default=HERE / "runs/distill", help="the run folder: labels, sft/, student/, report.json")
     a("--limit", type=int, default=0, help="use only the first N examples of --data and of --eval-data (0: all)")
     a("--epochs", type=int, default=1, help="SFT epochs (IF-Verifier-7B: 2), capped by --max-steps")
     a("--max-steps", type=int, default=40, help="SFT optimizer steps at most (40 x 8 chats: the CPU default, ~14 min "
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     a("--skip-before", action="store_true", help="do not evaluate the untrained student")
     a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
                                                "run is refused)")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="the student's training (passed to 02_sft.py)")
     return p.parse_args(argv)
 
 
@@ -81,6 +81,35 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sft = importlib.import_module("02_sft")  # step 2 is stage 02 itself, called in process
+
+
+# ---- inputs ----
+def load_split(path: Path, limit: int):
+    """(examples, {id: reference answer}) of one split; the references are 01_build_data.py's <stem>_references.jsonl
+    where it exists."""
+    examples = verify_lib.load_examples(path)[: limit or None]
+    ref_path = path.with_name(path.stem + "_references.jsonl")
+    references = read_responses([ref_path]) if ref_path.exists() else {}
+    return examples, {key: answers[0] for key, answers in references.items()}
+
+
+def read_responses(paths) -> dict[str, list[str]]:
+    """{id: [responses]} from the {"id", "response"} files (verify_lib.read_responses names a bad row's file and line)."""
+    responses: dict[str, list[str]] = {}
+    for path in paths:
+        for _, id_, response in verify_lib.read_responses(path):
+            responses.setdefault(id_, []).append(response)
+    return responses
+
+
+def check_teacher(args) -> None:
+    """--teacher-url up and serving --teacher-model, or one line saying why (not a share of dropped labels later)."""
+    if args.teacher_url:
+        with verify_lib.ChatClient(args.teacher_url, args.teacher_model) as teacher:
+            try:
+                teacher.check()
+            except verify_lib.JudgeError as e:
+                sys.exit(f"03_distill_verifier.py: --teacher-url: {e}")
 
 
 # ---- step 1: label ----
@@ -150,17 +179,26 @@ def llm_teacher(pairs, args) -> list[dict]:
 
 def write_labels(labels, path: Path) -> None:
     """Chat rows that 02_sft.py reads (the judge prompt as the user turn, the teacher's answer as the assistant's),
-    with the teacher's verdict and seconds kept for the evaluation. Written to a temporary file, then renamed."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in labels:
-            f.write(json.dumps({"id": row["id"], "messages": [{"role": "user", "content": row["prompt"]},
-                                                              {"role": "assistant", "content": row["answer"]}],
-                                "verdict": row["verdict"], "teacher_seconds": row["seconds"]}) + "\n")
-    os.replace(tmp, path)
+    with the teacher's verdict and seconds kept for the evaluation; written atomically."""
+    rows = [{"id": row["id"], "messages": [{"role": "user", "content": row["prompt"]},
+                                           {"role": "assistant", "content": row["answer"]}],
+             "verdict": row["verdict"], "teacher_seconds": row["seconds"]} for row in labels]
+    verify_lib.save_files_atomically({path: "".join(json.dumps(r) + "\n" for r in rows)})
 
 
-# ---- step 3: evaluate ----
+def label(split: str, examples, references, responses, args) -> list[dict]:
+    """Step 1 for one split: pair, ask the teacher, write labels_<split>.jsonl."""
+    pairs = judge_pairs(examples, references, responses)
+    labels = llm_teacher(pairs, args) if args.teacher_url else code_teacher(pairs)
+    if not labels:
+        sys.exit(f"03_distill_verifier.py: no {split} prompt to label (the code teacher needs hard constraints "
+                 "with a text; an LLM teacher needs soft constraints)")
+    write_labels(labels, args.out_dir / f"labels_{split}.jsonl")
+    print(f"label {split}: {len(labels)} judge prompts, teacher says [[1]] on {sum(r['verdict'] for r in labels)}")
+    return labels
+
+
+# ---- steps 2 and 5: evaluate the student ----
 @torch.no_grad()
 def student_verdicts(model, tokenizer, prompts, args) -> list[dict]:
     """Greedy answers of the student to judge prompts, with their verdicts, token counts and seconds per verdict."""
@@ -213,6 +251,27 @@ def evaluate(model_dir, labels, args, name: str) -> dict:
             "teacher_seconds_per_verdict": sum(r["seconds"] for r in labels) / max(len(labels), 1)}
 
 
+def print_report(report) -> None:
+    keys = ["accuracy", "precision_pass", "recall_pass", "unparseable_share", "student_tokens_per_verdict",
+            "student_seconds_per_verdict", "teacher_tokens_per_verdict", "teacher_seconds_per_verdict"]
+    print(f"{'held-out, vs the teacher':32s}" + "".join(f"{k:>12s}" for k in ("before", "after")))
+    for key in keys:
+        print(f"{key:32s}" + "".join(f"{report[k][key]:12.4g}" if k in report else f"{'':12s}"
+                                     for k in ("before", "after")))
+
+
+# ---- step 3: train ----
+def train_student(args) -> dict:
+    """LoRA SFT of the student on labels_train.jsonl, 02_sft.py run in process; its merged model is the student."""
+    return sft.main(["--data", str(args.out_dir / "labels_train.jsonl"),
+                     "--eval-data", str(args.out_dir / "labels_eval.jsonl"), "--out-dir", str(args.out_dir / "sft"),
+                     "--epochs", str(args.epochs), "--max-steps", str(args.max_steps), "--lr", str(args.lr),
+                     "--batch-size", str(args.batch_size), "--grad-accum", "1", "--max-len", str(args.max_len),
+                     "--seed", str(args.seed), "--eval-every", "1000000",  # held-out loss before and after only
+                     "--merge", *([] if args.model is None else ["--model", str(args.model)]),
+                     *args.sft_args.split()])
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -225,84 +284,36 @@ def main(argv=None):
     except (OSError, verify_lib.ExampleError, ValueError) as e:
         sys.exit(f"03_distill_verifier.py: {e}" + ("\n  (make the data with: python 01_build_data.py)"
                                                    if isinstance(e, FileNotFoundError) else ""))
-    if args.teacher_url:                            # one line, not a share of dropped labels, when it is down
-        with verify_lib.ChatClient(args.teacher_url, args.teacher_model) as teacher:
-            try:
-                teacher.check()
-            except verify_lib.JudgeError as e:
-                sys.exit(f"03_distill_verifier.py: --teacher-url: {e}")
+    check_teacher(args)
     try:
         verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite)
     except FileExistsError as e:
         sys.exit(f"03_distill_verifier.py: {e}")
 
     # ---- 1. label ----
-    labels = {}
-    for split, (examples, references) in splits.items():
-        pairs = judge_pairs(examples, references, responses)
-        labels[split] = llm_teacher(pairs, args) if args.teacher_url else code_teacher(pairs)
-        if not labels[split]:
-            sys.exit(f"03_distill_verifier.py: no {split} prompt to label (the code teacher needs hard constraints "
-                     "with a text; an LLM teacher needs soft constraints)")
-        write_labels(labels[split], args.out_dir / f"labels_{split}.jsonl")
-        passed = sum(r["verdict"] for r in labels[split])
-        print(f"label {split}: {len(labels[split])} judge prompts, teacher says [[1]] on {passed}")
+    labels = {split: label(split, examples, references, responses, args)
+              for split, (examples, references) in splits.items()}
 
-    # ---- 3a. the student before training ----
+    # ---- 2. the student before training ----
     report = {"teacher": args.teacher_url or "code checkers", "student": args.model or verify_lib.EMBEDDED_MODEL,
               "labels": {k: len(v) for k, v in labels.items()}}
     if not args.skip_before:
         report["before"] = evaluate(args.model, labels["eval"], args, "before")
 
-    # ---- 2. train ----
-    trained = sft.main(["--data", str(args.out_dir / "labels_train.jsonl"),
-                        "--eval-data", str(args.out_dir / "labels_eval.jsonl"), "--out-dir", str(args.out_dir / "sft"),
-                        "--epochs", str(args.epochs), "--max-steps", str(args.max_steps), "--lr", str(args.lr),
-                        "--batch-size", str(args.batch_size), "--grad-accum", "1", "--max-len", str(args.max_len),
-                        "--seed", str(args.seed), "--eval-every", "1000000",  # held-out loss before and after only
-                        "--merge", *([] if args.model is None else ["--model", str(args.model)]),
-                        *args.sft_args.split()])
+    # ---- 3. train: 02_sft.py on the teacher's answers ----
+    trained = train_student(args)
 
     # ---- 4. export: the merged student, renamed into place ----
     student = args.out_dir / "student"
     shutil.rmtree(student, ignore_errors=True)
     Path(trained["merged"]).rename(student)
 
-    # ---- 3b. the student after training ----
+    # ---- 5. the student after training ----
     report["after"] = evaluate(student, labels["eval"], args, "after")
-    (args.out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    verify_lib.save_files_atomically({args.out_dir / "report.json": json.dumps(report, indent=1)})
     print_report(report)
     print(f"student in {student}; serve it as the judge: bash scripts/serve_judge.sh {student}")
     return report
-
-
-def load_split(path: Path, limit: int):
-    """(examples, {id: reference answer}) of one split; the references are 01_build_data.py's <stem>_references.jsonl
-    where it exists."""
-    examples = verify_lib.load_examples(path)[: limit or None]
-    ref_path = path.with_name(path.stem + "_references.jsonl")
-    references = read_responses([ref_path]) if ref_path.exists() else {}
-    return examples, {key: answers[0] for key, answers in references.items()}
-
-
-def read_responses(paths) -> dict[str, list[str]]:
-    """{id: [responses]} from {"id", "response"} rows; a bad row raises naming file and line."""
-    responses: dict[str, list[str]] = {}
-    for path in paths:
-        for lineno, row in verify_lib.read_jsonl(path):
-            if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("response"), str):
-                raise ValueError(f'{path}:{lineno}: expected {{"id": <string>, "response": <string>}}')
-            responses.setdefault(row["id"], []).append(row["response"])
-    return responses
-
-
-def print_report(report) -> None:
-    keys = ["accuracy", "precision_pass", "recall_pass", "unparseable_share", "student_tokens_per_verdict",
-            "student_seconds_per_verdict", "teacher_tokens_per_verdict", "teacher_seconds_per_verdict"]
-    print(f"{'held-out, vs the teacher':32s}" + "".join(f"{k:>12s}" for k in ("before", "after")))
-    for key in keys:
-        print(f"{key:32s}" + "".join(f"{report[k][key]:12.4g}" if k in report else f"{'':12s}"
-                                     for k in ("before", "after")))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penal
 model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
 
 Settings (`--setting`, any flag given explicitly wins):
-                      cpu (default)             heldout (CPU, ~90 min)    paper (VerIF, on GPUs)
-  steps               15                        40                        15 (set yours)
+                      cpu (default)             heldout (CPU, ~75 min)    paper (VerIF, on GPUs)
+  steps               15                        32                        15 (set yours)
   prompts per step    8                         8                         32
   num generations G   8                         8                         16
   max new tokens      48                        128                       4096
@@ -56,7 +56,7 @@ SHORT_ANSWER_CONSTRAINTS = (
     "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language")
 SETTINGS = {"cpu": {"steps": 15, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
                     "only_constraints": SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
-            "heldout": {"steps": 40, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,
+            "heldout": {"steps": 32, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,
                         "only_constraints": (), "max_prompts": 0},
             "paper": {"steps": 15, "prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096, "lr": 1e-6,
                       "only_constraints": (), "max_prompts": 0}}
@@ -71,7 +71,7 @@ def by_setting(name: str) -> str:
 
 # ---- arguments ----
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
     a = p.add_argument
     a("--data", type=Path, default=HERE / "data/verif_train.jsonl", help="canonical examples (01_build_data.py)")
     a("--only-constraints", nargs="*", metavar="ID",
@@ -80,10 +80,10 @@ def parse_args(argv=None):
     a("--max-prompts", type=int, metavar="N",
       help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
            "learning them rather than the luck of the draw; paper: 0, all)")
-    a("--model", default=None, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
-    a("--out-dir", type=Path, default=HERE / "runs/grpo")
-    a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: cpu demo or the paper's (see above)")
+    a("--out-dir", type=Path, default=HERE / "runs/grpo", help="the run folder (see Outputs above)")
+    a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
     a("--steps", type=int, help=f"optimizer steps, one per rollout batch ({by_setting('steps')})")
     a("--prompts-per-step", type=int, help=f"prompts per rollout batch ({by_setting('prompts_per_step')}: VerIF)")
     a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
@@ -129,11 +129,11 @@ def parse_args(argv=None):
       help="stop when more than this share of a step's judge calls fail (no verdict); failed answers get no loss")
     a("--instruction-literal", action="store_true",
       help='pass the string "instruction" to generated checkers, as the released VerIF code did')
-    a("--lora-r", type=int, default=16)
-    a("--lora-alpha", type=int, default=32)
+    a("--lora-r", type=int, default=16, help="LoRA rank, on all linear layers")
+    a("--lora-alpha", type=int, default=32, help="LoRA alpha (2 x r)")
     a("--lora-dropout", type=float, default=0.0, help="0: the policy and the sampler are the same function")
     a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
-    a("--gradient-checkpointing", action="store_true")
+    a("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
     a("--merge", action="store_true",
       help="also save base + adapter merged in <out-dir>/merged (a plain HF folder: a vLLM server serves it at full "
            "speed, as 05_eval.py --server-url needs)")
@@ -142,7 +142,7 @@ def parse_args(argv=None):
     a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
                                                "run is refused)")
     a("--log-samples", type=int, default=2, help="completions per step written to samples.jsonl")
-    a("--seed", type=int, default=0)
+    a("--seed", type=int, default=0, help="LoRA init, the prompt order and the sampling")
     args = p.parse_args(argv)
     for name, value in SETTINGS[args.setting].items():
         if getattr(args, name) is None:
@@ -300,6 +300,14 @@ def build_policy(args):
         model = peft.PeftModel.from_pretrained(model, args.init_adapter).merge_and_unload()
     return verify_lib.add_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                                gradient_checkpointing=args.gradient_checkpointing), tokenizer
+
+
+def build_optimizer(model, args):
+    """AdamW on the LoRA weights; linear warmup over --warmup-steps, then constant."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (args.warmup_steps + 1)))
+    return optimizer, scheduler
 
 
 def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float,
@@ -545,6 +553,23 @@ def server_rollout(server: PolicyServer, tokenizer, examples, stop_ids: list[int
     return input_ids, attention_mask, completion_mask, truncated, texts, engine_logp
 
 
+def sample(model, tokenizer, server, examples, stop_ids: list[int], step: int, args):
+    """One rollout batch, here (HF generate) or on the --rollout-url server after it gets the live policy:
+    (input_ids [N, P+L], attention_mask, completion_mask [N, L], truncated [N], texts, engine_logp [N, L] or None)."""
+    model.eval()
+    if server is None:
+        return (*rollout(model, tokenizer, examples, args), None)
+    try:
+        if args.rollout_sync == "weights":
+            server.serve_weights(model)
+        elif step > 1:                              # step 1 samples the base model: a fresh LoRA adapter is a no-op
+            server.serve(model, step)
+        return server_rollout(server, tokenizer, examples, stop_ids, args)
+    except RolloutServerError as e:
+        sys.exit(f"04_grpo.py: step {step}: {e}\n  the run folder holds steps up to {step - 1}; "
+                 "--resume continues from its last checkpoint")
+
+
 def rollout_server(args) -> "PolicyServer | None":
     """The --rollout-url server, checked before the model loads: up, serving --rollout-model, ideally from --model."""
     if not args.rollout_url:
@@ -642,7 +667,7 @@ def micro_batches(n: int, size: int) -> list[slice]:
     return [slice(i, i + size) for i in range(0, n, size)]
 
 
-# ---- logging helpers ----
+# ---- the run folder: logs, checkpoints, curves ----
 def reward_metrics(results, rewards, valid, truncated, completion_mask, group_size) -> dict:
     """What practitioners look at: reward and its parts, pass rate per constraint type, lengths, zero-variance groups.
     Rewards count valid answers only (a failed judge call has none); a group with fewer than two of them counts as
@@ -679,6 +704,25 @@ def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results
                                 "reward": results[i].score}) + "\n")
     tqdm.write(f"step {row['step']}: reward {row['reward_mean']:.3f} kl {row['kl']:.4f} len {row['length_mean']:.0f} "
                f"zero-var {row['zero_variance_groups']:.2f}")
+
+
+def claim_out_dir(args) -> None:
+    """--out-dir for this run: a folder that holds another run is refused unless --resume or --overwrite."""
+    try:
+        verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite, resume=args.resume)
+    except FileExistsError as e:
+        sys.exit(f"04_grpo.py: {e}, or --resume to continue it")
+
+
+def start_or_resume(model, optimizer, scheduler, n_examples: int, args) -> tuple[int, dict]:
+    """(last step done, data_state): a fresh run writes its config and empty logs; --resume restores the checkpoint."""
+    if args.resume:
+        return load_checkpoint(model, optimizer, scheduler, args.out_dir)
+    order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(args.seed)).tolist()
+    (args.out_dir / "metrics.jsonl").write_text("")
+    (args.out_dir / "samples.jsonl").write_text("")
+    (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    return 0, {"epoch": 0, "position": 0, "order": order}
 
 
 def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path) -> None:
@@ -734,24 +778,11 @@ def main(argv=None):
     examples = training_examples(args)
     server = rollout_server(args)                   # servers are checked before anything heavy loads
     judge = judge_client(args)
-    try:
-        verify_lib.claim_run_dir(args.out_dir, overwrite=args.overwrite, resume=args.resume)
-    except FileExistsError as e:
-        sys.exit(f"04_grpo.py: {e}, or --resume to continue it")
+    claim_out_dir(args)
     model, tokenizer = build_policy(args)
     stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (args.warmup_steps + 1)))
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(args.seed)).tolist()
-    data_state, start = {"epoch": 0, "position": 0, "order": order}, 0
-    metrics_path = args.out_dir / "metrics.jsonl"
-    if args.resume:
-        start, data_state = load_checkpoint(model, optimizer, scheduler, args.out_dir)
-    else:
-        metrics_path.write_text("")
-        (args.out_dir / "samples.jsonl").write_text("")
-        (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    optimizer, scheduler = build_optimizer(model, args)
+    start, data_state = start_or_resume(model, optimizer, scheduler, len(examples), args)
 
     # ---- the loop ----
     try:
@@ -760,25 +791,11 @@ def main(argv=None):
 
             # ---- rollouts ----
             t0 = time.perf_counter()
-            model.eval()
-            engine_logp = None
-            if server is None:
-                input_ids, attention_mask, completion_mask, truncated, texts = rollout(
-                    model, tokenizer, batch_examples, args)
-            else:
-                try:
-                    if args.rollout_sync == "weights":
-                        server.serve_weights(model)
-                    elif step > 1:                  # step 1 samples the base model: a fresh LoRA adapter is a no-op
-                        server.serve(model, step)
-                    input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = server_rollout(
-                        server, tokenizer, batch_examples, stop_ids, args)
-                except RolloutServerError as e:
-                    sys.exit(f"04_grpo.py: step {step}: {e}\n  the run folder holds steps up to {step - 1}; "
-                             "--resume continues from its last checkpoint")
+            input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = sample(
+                model, tokenizer, server, batch_examples, stop_ids, step, args)
             t1 = time.perf_counter()
 
-            # ---- rewards (all in verify_lib) ----
+            # ---- rewards (all in verify_lib) and advantages ----
             repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
             results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode,
                                               instruction_literal=args.instruction_literal,
@@ -820,7 +837,7 @@ def main(argv=None):
     adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
     if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
         verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
-    plot_curves(metrics_path, args.out_dir / "curves.png")
+    plot_curves(args.out_dir / "metrics.jsonl", args.out_dir / "curves.png")
     print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}")
 
 

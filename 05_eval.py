@@ -55,9 +55,9 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank va
 
 # ---- arguments ----
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
     g = p.add_argument_group("the model")
-    g.add_argument("--model", help="local HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--model", type=verify_lib.model_arg, help="local HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     g.add_argument("--adapter", type=Path, nargs="+", default=[],
                    help="LoRA adapter folder(s) applied to --model in order, e.g. 02_sft.py's then 04_grpo.py's "
                         "(a GRPO run with --init-adapter); hf merges each, vllm takes one")
@@ -451,10 +451,7 @@ def save_config(run_dir: Path, config: dict) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    tmp.replace(path)
+    verify_lib.save_files_atomically({path: json.dumps(obj, indent=1, ensure_ascii=False)})
 
 
 # ---- report ----
@@ -666,7 +663,7 @@ def difference_markdown(runs: list[dict], names: list[str], draws: int, trained:
             mark = "*" if trained and iid in trained else ""
             lines.append(f"| {iid}{mark} | {n} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
         if trained is not None:
-            lines += ["", "\* the training data has constraints of this id."]
+            lines += ["", r"\* the training data has constraints of this id."]
     return lines
 
 
@@ -733,6 +730,7 @@ def judge_client(args, run_dir: Path) -> "verify_lib.Judge | None":
 
 def main(argv=None):
     args = parse_args(argv)
+    verify_lib.quiet_libraries()                    # before a backend imports torch
     if args.compare:
         return write_comparison(args.compare, args.out or HERE / "runs/eval/compare", args.train_data, args.bootstrap)
     if args.responses:

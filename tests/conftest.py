@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+collect_ignore = ["verl_side.py"]    # runs in .venv-verl/ (verl, hydra), called by test_scaleout.py as a subprocess
 SHARED_IFEVAL = ROOT.parent / "shared" / "data" / "ifeval"
 
 

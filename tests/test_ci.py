@@ -85,7 +85,26 @@ def test_the_notebook_cell_runs_stages_with_flags_they_accept(tmp_path):
               if var in names]
     assert [module for module, _ in calls] == ["01_build_data", "04_grpo"]
     for module, flags in calls:
-        args = importlib.import_module(module).parse_args(ast.literal_eval(flags))
+        flags = ast.literal_eval(flags)
+        for i, flag in enumerate(flags):          # the user's model folders: here, folders that look like them
+            if flag.startswith("/models/"):
+                flags[i] = str(tmp_path / flag.removeprefix("/"))
+                (tmp_path / flag.removeprefix("/")).mkdir(parents=True, exist_ok=True)
+                (tmp_path / flag.removeprefix("/") / "config.json").write_text("{}")
+        args = importlib.import_module(module).parse_args(flags)
         assert args is not None
     ports = set(re.findall(r"serve_\w+\.sh \S+ (\d+)", gpu_section()))
     assert ports == set(re.findall(r"127\.0\.0\.1:(\d+)/v1", cell)) == {"8000", "8001"}
+
+
+def test_verify_lib_s_public_names_are_those_its_docstring_and_the_readme_list():
+    """verify_lib.__all__, the section map of its docstring and the README's "verify_lib.py" section name the same
+    public API: a name added to one and not the others fails here."""
+    import verify_lib
+
+    public = set(verify_lib.__all__)
+    assert all(hasattr(verify_lib, name) for name in public)
+    mapped = set(re.findall(r"\b\w+\b", " ".join(re.findall(r"-> ([^\n]+(?:\n {17}[^\n]+)*)", verify_lib.__doc__))))
+    assert mapped == public
+    section = README.split("## verify_lib.py", 1)[1].split("\n## ", 1)[0]
+    assert {name for name in public if f"`{name}" not in section and f"{name}(" not in section} == set()

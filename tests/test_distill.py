@@ -54,7 +54,7 @@ def test_each_reference_is_judged_against_its_own_example_and_a_sibling_of_the_s
 def test_a_bad_responses_row_names_file_and_line(tmp_path):
     bad = tmp_path / "responses.jsonl"
     bad.write_text('{"id": "a", "response": "b"}\n{"id": "a"}\n')
-    with pytest.raises(ValueError, match=f"{bad}:2: expected"):
+    with pytest.raises(ValueError, match=f"{bad}:2: a reference row is"):
         distill.read_responses([bad])
 
 

@@ -1,5 +1,6 @@
 """04_grpo.py's maths and loop, on the CPU with a tiny randomly initialised model: the details where GRPO code goes
 wrong (KL and ratio at step 0, zero-variance groups, clip sides, micro-batching, padding, EOS) and exact resume."""
+import contextlib
 import importlib
 import json
 import math
@@ -150,6 +151,25 @@ def policy(tiny_model_dir):
     return model, tokenizer, args
 
 
+@contextlib.contextmanager
+def nonzero_adapter(model, std=0.05):
+    """A non-zero LoRA B for one test (the seeded draw comes from the caller's RNG); the module's fresh adapter and
+    empty gradients are restored whatever the test does."""
+    saved = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_B" in name}
+    try:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in saved:
+                    p.normal_(0, std)
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in saved:
+                    p.copy_(saved[name])
+        model.zero_grad(set_to_none=True)
+
+
 def sample_batch(tokenizer, n=8, length=12, pad=(0, 3, 1, 0, 2, 0, 1, 3)):
     """Left-padded sequences: pad[i] pads, then a 3-token 'prompt' region; the last 6 positions are the answer."""
     torch.manual_seed(1)
@@ -190,25 +210,18 @@ def test_equal_rewards_with_zero_beta_give_zero_gradient(policy):
 def test_four_micro_batches_give_the_full_batch_gradient(policy, loss_agg):
     model, tokenizer, _ = policy
     b = sample_batch(tokenizer)
-    with torch.no_grad():  # a non-zero adapter, so that the KL term has a gradient too
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    with torch.no_grad(), model.disable_adapter():
-        ref_full = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
-    grads = []
-    for size in (8, 2):
-        args = grpo.parse_args(["--micro-batch-size", str(size), "--loss-agg", loss_agg, "--beta", "0.1"])
-        refs = [ref_full[c] for c in grpo.micro_batches(8, size)]
-        model.zero_grad(set_to_none=True)
-        grpo.accumulate_gradients(model, b, refs, [], args)
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+    with nonzero_adapter(model):                   # so that the KL term has a gradient too
+        with torch.no_grad(), model.disable_adapter():
+            ref_full = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+        grads = []
+        for size in (8, 2):
+            args = grpo.parse_args(["--micro-batch-size", str(size), "--loss-agg", loss_agg, "--beta", "0.1"])
+            refs = [ref_full[c] for c in grpo.micro_batches(8, size)]
+            model.zero_grad(set_to_none=True)
+            grpo.accumulate_gradients(model, b, refs, [], args)
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.zero_()
 
 
 def test_a_non_finite_loss_stops_before_the_optimizer_step(policy):
@@ -239,30 +252,24 @@ def test_logprobs_do_not_change_with_left_padding(policy):
 def test_running_each_distinct_prompt_once_gives_the_same_logprobs_and_gradient(policy):
     model, tokenizer, _ = policy
     torch.manual_seed(0)   # the same draw whichever tests ran before
-    with torch.no_grad():  # a non-zero adapter, so that the prompt's keys and values carry a gradient
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
     prompts = torch.randint(10, 1000, (2, 7))
     prompts[1, :3] = tokenizer.pad_token_id                           # the second prompt is left-padded
     ids = torch.cat([prompts.repeat_interleave(4, dim=0), torch.randint(10, 1000, (8, 5))], dim=1)   # 2 groups of 4
     attn = torch.ones_like(ids)
     attn[4:, :3] = 0
     results = []
-    for share in (False, True):
-        model.zero_grad(set_to_none=True)
-        logp = grpo.sequence_logprobs(model, ids, attn, 7, 1.0, share_prompts=share)            # [8, 5]
-        (logp * torch.linspace(-1, 1, 8).unsqueeze(1)).sum().backward()
-        results.append((logp.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])))
+    with nonzero_adapter(model):                   # so that the prompt's keys and values carry a gradient
+        for share in (False, True):
+            model.zero_grad(set_to_none=True)
+            logp = grpo.sequence_logprobs(model, ids, attn, 7, 1.0, share_prompts=share)            # [8, 5]
+            (logp * torch.linspace(-1, 1, 8).unsqueeze(1)).sum().backward()
+            results.append((logp.detach(),
+                            torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])))
     (logp_full, grad_full), (logp_shared, grad_shared) = results
     assert torch.allclose(logp_full, logp_shared, atol=1e-5)
     # float32 sums in another order: equal to a few parts in a million of the gradient's scale (seen: 3e-6)
     scale = grad_full.abs().max()
     assert scale > 0 and (grad_full - grad_shared).abs().max() <= 1e-5 * scale
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.zero_()
 
 
 # ---- the loop ----
@@ -337,7 +344,7 @@ def test_the_paper_setting_fills_unset_sizes():
 
 def test_the_heldout_setting_trains_on_every_prompt_and_constraint_kind_at_128_tokens():
     args = grpo.parse_args(["--setting", "heldout"])
-    assert (args.steps, args.prompts_per_step, args.num_generations, args.max_new_tokens, args.lr) == (40, 8, 8, 128, 5e-4)
+    assert (args.steps, args.prompts_per_step, args.num_generations, args.max_new_tokens, args.lr) == (32, 8, 8, 128, 5e-4)
     assert (args.only_constraints, args.max_prompts) == ((), 0)
     assert grpo.parse_args(["--setting", "heldout", "--steps", "3"]).steps == 3
     assert grpo.parse_args([]).steps == 15

@@ -1,5 +1,9 @@
 """The stages as a user runs them: --help works everywhere, 05_eval scores files
 (05_eval.py's generation, resuming and report: tests/test_eval.py)."""
+import argparse
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
@@ -16,11 +20,74 @@ def run(*args):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+def stage_parser(stage):
+    """The argparse parser a stage builds, caught as its parse_args() runs on --help."""
+    module = importlib.import_module(stage.removesuffix(".py"))
+    caught = []
+    real = argparse.ArgumentParser.parse_args
+
+    def catch(self, *a, **kw):
+        caught.append(self)
+        return real(self, *a, **kw)
+
+    argparse.ArgumentParser.parse_args = catch
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as help_text, pytest.raises(SystemExit):
+            module.parse_args(["--help"])
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    return caught[0], help_text.getvalue()
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_help_describes_the_stage(stage):
-    out = run(stage, "--help")
+def test_help_describes_the_stage_and_every_flag_with_its_default(stage):
+    parser, text = stage_parser(stage)
+    assert text.startswith("usage:") and parser.description.split("\n")[0] in text   # the docstring's first line
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        flag = action.option_strings[0]
+        assert action.help and len(action.help) > 8, f"{stage} {flag}: no help"
+        helped = parser.formatter_class(stage)._get_help_string(action) % {"default": action.default}
+        if action.default not in (None, False, [], ()):
+            assert "default" in helped or str(action.default) in helped, f"{stage} {flag}: default not shown"
+        assert flag in text
+
+
+@pytest.mark.parametrize("stage, flags, says", [
+    ("02_sft.py", ["--eval-every", "0"], "--eval-every 0: must be at least 1"),
+    ("02_sft.py", ["--model", "runs/no-such-model"], "argument --model: no such folder: runs/no-such-model"),
+    ("03_distill_verifier.py", ["--model", "./nothing/here"], "argument --model: no such folder: ./nothing/here"),
+    ("04_grpo.py", ["--model", "/no/such/folder"], "argument --model: no such folder: /no/such/folder"),
+    ("04_grpo.py", ["--num-generations", "1"], "it needs at least 2"),
+    ("05_eval.py", ["--model", "docs"], "argument --model: docs is not a model folder (no config.json)"),
+])
+def test_a_bad_value_or_missing_path_is_one_line_naming_it(stage, flags, says):
+    out = run(stage, *flags)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert says in out.stderr.strip().splitlines()[-1]                       # one line, the last
+
+
+def test_the_pipeline_finds_its_data_from_another_working_directory(tmp_path, tiny_model_dir):
+    """04_grpo.py run from elsewhere trains on the kit's data/verif_train.jsonl (written by 01 beside the scripts)."""
+    out = subprocess.run([sys.executable, str(ROOT / "04_grpo.py"), "--model", str(tiny_model_dir), "--steps", "1",
+                          "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "4",
+                          "--out-dir", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert stage in out.stdout and "usage:" in out.stdout
+    assert json.loads((tmp_path / "run/config.json").read_text())["data"] == str(ROOT / "data/verif_train.jsonl")
+    assert len((tmp_path / "run/metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_asked(tmp_path, tiny_model_dir):
+    command = [sys.executable, str(ROOT / "04_grpo.py"), "--model", str(tiny_model_dir), "--steps", "1",
+               "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "4", "--out-dir", "run"]
+    assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=600).returncode == 0
+    first = (tmp_path / "run/metrics.jsonl").read_text()
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "run already holds a run" in again.stderr and "--overwrite" in again.stderr
+    assert (tmp_path / "run/metrics.jsonl").read_text() == first            # nothing of the first run was touched
+    replaced = subprocess.run([*command, "--overwrite"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert replaced.returncode == 0, replaced.stderr
 
 
 @pytest.mark.parametrize("stage", STAGES)
