@@ -696,7 +696,7 @@ def write_comparison(run_dirs: list[Path], out: Path, train_data: Path, draws: i
     markdown = comparison_markdown(runs, names) + "\n".join(
         difference_markdown(runs, names, draws, trained_instruction_ids(train_data))
         + overlap_markdown(training_overlap(train_data))) + "\n"
-    (out / "compare.md").write_text(markdown)
+    verify_lib.save_files_atomically({out / "compare.md": markdown})
     comparison_chart(runs, names, out / "compare.png")
     print(markdown)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
