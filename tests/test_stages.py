@@ -6,6 +6,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -56,7 +57,7 @@ def test_help_describes_the_stage_and_every_flag_with_its_default(stage):
 
 @pytest.mark.parametrize("stage, flags, says", [
     ("02_sft.py", ["--eval-every", "0"], "--eval-every 0: must be at least 1"),
-    ("02_sft.py", ["--model", "runs/no-such-model"], "argument --model: no such folder: runs/no-such-model"),
+    ("02_sft.py", ["--model", "runs/sft/no-such-model"], "argument --model: no such folder: runs/sft/no-such-model"),
     ("03_distill_verifier.py", ["--model", "./nothing/here"], "argument --model: no such folder: ./nothing/here"),
     ("04_grpo.py", ["--model", "/no/such/folder"], "argument --model: no such folder: /no/such/folder"),
     ("04_grpo.py", ["--num-generations", "1"], "it needs at least 2"),
@@ -69,18 +70,32 @@ def test_a_bad_value_or_missing_path_is_one_line_naming_it(stage, flags, says):
 
 
 def test_the_pipeline_finds_its_data_from_another_working_directory(tmp_path, tiny_model_dir):
-    """04_grpo.py run from elsewhere trains on the kit's data/verif_train.jsonl (written by 01 beside the scripts)."""
-    out = subprocess.run([sys.executable, str(ROOT / "04_grpo.py"), "--model", str(tiny_model_dir), "--steps", "1",
+    """A copy of the kit; 01 then 04 run from another folder with default paths: 04 trains on what 01 wrote beside
+    the scripts."""
+    kit, elsewhere = tmp_path / "kit", tmp_path / "elsewhere"
+    (kit / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in [*STAGES, "verify_lib.py", "data/seeds.jsonl", "data/composer_words.json"]:
+        shutil.copy(ROOT / name, kit / name)
+    built = subprocess.run([sys.executable, str(kit / "01_build_data.py")], cwd=elsewhere, capture_output=True,
+                           text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    assert (kit / "data/verif_train.jsonl").is_file() and not (elsewhere / "data").exists()
+    out = subprocess.run([sys.executable, str(kit / "04_grpo.py"), "--model", str(tiny_model_dir), "--steps", "1",
                           "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "4",
-                          "--out-dir", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          "--out-dir", "run"], cwd=elsewhere, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert json.loads((tmp_path / "run/config.json").read_text())["data"] == str(ROOT / "data/verif_train.jsonl")
-    assert len((tmp_path / "run/metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads((elsewhere / "run/config.json").read_text())["data"] == str(kit / "data/verif_train.jsonl")
+    assert len((elsewhere / "run/metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_a_second_run_into_the_same_folder_is_refused_unless_asked(tmp_path, tiny_model_dir):
-    command = [sys.executable, str(ROOT / "04_grpo.py"), "--model", str(tiny_model_dir), "--steps", "1",
-               "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "4", "--out-dir", "run"]
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "Say hi.", "soft": [],
+                                "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}) + "\n")
+    command = [sys.executable, str(ROOT / "04_grpo.py"), "--model", str(tiny_model_dir), "--data", str(data),
+               "--steps", "1", "--prompts-per-step", "1", "--num-generations", "2", "--max-new-tokens", "4",
+               "--out-dir", "run"]
     assert subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=600).returncode == 0
     first = (tmp_path / "run/metrics.jsonl").read_text()
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
