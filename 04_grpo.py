@@ -10,7 +10,7 @@ and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penal
 model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
 
 Settings (`--setting`, any flag given explicitly wins):
-                      cpu (default)             heldout (CPU, ~75 min)    paper (VerIF, on GPUs)
+                      cpu (default)             heldout (CPU, ~70 min)    paper (VerIF, on GPUs)
   steps               15                        32                        15 (set yours)
   prompts per step    8                         8                         32
   num generations G   8                         8                         16
@@ -81,9 +81,11 @@ def parse_args(argv=None):
       help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
            "learning them rather than the luck of the draw; paper: 0, all)")
     a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    a("--init-adapter", type=Path, help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
+    a("--init-adapter", type=Path,
+      help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
     a("--out-dir", type=Path, default=HERE / "runs/grpo", help="the run folder (see Outputs above)")
-    a("--setting", choices=SETTINGS, default="cpu", help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
+    a("--setting", choices=SETTINGS, default="cpu",
+      help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
     a("--steps", type=int, help=f"optimizer steps, one per rollout batch ({by_setting('steps')})")
     a("--prompts-per-step", type=int, help=f"prompts per rollout batch ({by_setting('prompts_per_step')}: VerIF)")
     a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
