@@ -105,19 +105,27 @@ def test_after_an_optimizer_step_and_a_reload_the_server_samples_the_new_adapter
     assert "step-3" in loaded and "step-2" not in loaded   # the previous adapter is unloaded
 
 
+def assert_later_steps_sample_the_update(metrics: list[dict]) -> None:
+    """Every step after the first update samples and scores trained weights (kl > 0). About half of the base model's
+    16-token answers to "Say hi." hold a comma, so a group of 8 is all-equal (no advantage, no update) about 1% of the
+    time: the first update comes at step 1, or rarely 2, of 3."""
+    first_update = next(i for i, m in enumerate(metrics) if m["zero_variance_groups"] < 1)
+    assert first_update < len(metrics) - 1 and all(m["kl"] > 0 for m in metrics[first_update + 1:]), metrics
+
+
 def test_a_grpo_run_trains_over_the_server_and_leaves_nothing_behind(policy_server, tmp_path):
     rows = [{"id": f"ex{i}", "prompt": p, "soft": [], "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}
             for i, p in enumerate(["Say hi.", "Name a colour."])]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    grpo.main(["--data", str(data), "--out-dir", str(out), "--rollout-url", policy_server, "--steps", "2",
-               "--prompts-per-step", "2", "--num-generations", "4", "--max-new-tokens", "16", "--lr", "1e-3"])
+    grpo.main(["--data", str(data), "--out-dir", str(out), "--rollout-url", policy_server, "--steps", "3",
+               "--prompts-per-step", "2", "--num-generations", "8", "--max-new-tokens", "16", "--lr", "1e-3"])
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
     for m in metrics:
         assert m["engine_logp_diff_mean"] < 1e-3 and m["engine_ratio_off_share"] < 0.01, m
-    assert metrics[1]["kl"] > 0   # step 2 sampled and trained the updated adapter
+    assert_later_steps_sample_the_update(metrics)
     assert sorted(p.name for p in out.iterdir()) == [
         "adapter", "checkpoint", "config.json", "curves.png", "metrics.jsonl", "samples.jsonl"]
     loaded = [m["id"] for m in httpx.get(policy_server.rstrip("/") + "/models").json()["data"]]
@@ -201,8 +209,9 @@ def test_a_grpo_run_with_weights_sync_trains_over_the_server(policy_server, tmp_
                                 "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}) + "\n")
     out = tmp_path / "run"
     grpo.main(["--data", str(data), "--out-dir", str(out), "--rollout-url", policy_server, "--rollout-sync", "weights",
-               "--steps", "2", "--prompts-per-step", "1", "--num-generations", "4", "--max-new-tokens", "16",
+               "--steps", "3", "--prompts-per-step", "1", "--num-generations", "8", "--max-new-tokens", "16",
                "--lr", "1e-3"])
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2] and metrics[1]["kl"] > 0
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert_later_steps_sample_the_update(metrics)
     assert all(m["engine_logp_diff_mean"] < 1e-3 for m in metrics), metrics
