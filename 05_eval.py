@@ -598,18 +598,44 @@ def paired_bootstrap(base: list[dict], other: list[dict], draws: int, seed: int 
     import numpy as np
 
     a, b = ifeval_arrays(base), ifeval_arrays(other)
-    n = len(a["given"])
-    idx = np.random.default_rng(seed).integers(0, n, size=(draws, n))                    # [draws, n]
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(draws, len(base)))    # [draws, n]
+    ones = np.ones(len(base))
     out = {}
     for mode in ("strict", "loose"):
-        for level, value in (("prompt", lambda x, i: x[f"prompt_{mode}"][i].mean(-1)),
-                             ("inst", lambda x, i: x[f"followed_{mode}"][i].sum(-1) / x["given"][i].sum(-1))):
-            whole = np.arange(n)
-            diffs = 100 * (value(b, idx) - value(a, idx))                                 # [draws]
-            low, high = np.percentile(diffs, [2.5, 97.5])
-            out[f"{level}_{mode}"] = (100 * value(a, whole), 100 * value(b, whole),
-                                      100 * (value(b, whole) - value(a, whole)), low, high)
+        out[f"prompt_{mode}"] = ratio_difference(a[f"prompt_{mode}"], b[f"prompt_{mode}"], ones, idx)
+        out[f"inst_{mode}"] = ratio_difference(a[f"followed_{mode}"], b[f"followed_{mode}"], a["given"], idx)
     return out
+
+
+def category_bootstrap(base: list[dict], other: list[dict], draws: int, seed: int = 0) -> dict[str, tuple]:
+    """Instruction-level loose pass rate per IFEval category (the id's part before ':'), other - base, with the same
+    paired bootstrap over prompts. Returns {category: (instructions, base, other, difference, low, high)}."""
+    import numpy as np
+
+    def count(rows: list[dict], category: str, values: str) -> "np.ndarray":
+        return np.array([sum(v for iid, v in zip(r["instruction_id_list"], r[values]) if iid.split(":")[0] == category)
+                         for r in rows], dtype=float)
+
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(draws, len(base)))    # [draws, n]
+    categories = sorted({iid.split(":")[0] for r in base for iid in r["instruction_id_list"]})
+    out = {}
+    for c in categories:
+        given = np.array([sum(iid.split(":")[0] == c for iid in r["instruction_id_list"]) for r in base], dtype=float)
+        out[c] = (int(given.sum()), *ratio_difference(count(base, c, "loose"), count(other, c, "loose"), given, idx))
+    return out
+
+
+def ratio_difference(followed_a, followed_b, given, idx) -> tuple[float, float, float, float, float]:
+    """(a, b, b - a, low, high) in points for the pass rate sum(followed) / sum(given) of two runs on the same prompts
+    [n]; the interval is the 2.5th and 97.5th percentile of b - a over the bootstrap draws idx [draws, n] (a draw
+    without any of the given instructions is left out)."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diffs = 100 * (followed_b[idx].sum(-1) - followed_a[idx].sum(-1)) / given[idx].sum(-1)   # [draws]
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    a, b = 100 * followed_a.sum() / given.sum(), 100 * followed_b.sum() / given.sum()
+    return float(a), float(b), float(b - a), float(low), float(high)
 
 
 def paired_prompts(base: dict, other: dict) -> tuple[list[dict], list[dict]]:
@@ -644,8 +670,9 @@ def training_overlap(path: Path, input_path: Path = IFEVAL_INPUT, n: int = 13) -
 
 
 def difference_markdown(runs: list[dict], names: list[str], draws: int, trained: set[str] | None) -> list[str]:
-    """Per later run against the first: the four IFEval metrics with paired 95% intervals, then loose
-    instruction-level pass rates per instruction id (marked * when the training data has that id)."""
+    """Per later run against the first: the four IFEval metrics with paired 95% intervals, the loose
+    instruction-level pass rate per category with its interval ("worse" when the whole interval is below 0), then
+    per instruction id (marked * when the training data has that id)."""
     lines = []
     for run, name in zip(runs[1:], names[1:]):
         if "ifeval" not in runs[0] or "ifeval" not in run:
@@ -658,6 +685,11 @@ def difference_markdown(runs: list[dict], names: list[str], draws: int, trained:
             level, mode = key.split("_")
             label = f"{'prompt' if level == 'prompt' else 'instruction'}-level {mode}"
             lines.append(f"| {label} | {a:.2f} | {b:.2f} | {d:+.2f} | [{low:+.2f}, {high:+.2f}] |")
+        lines += ["", f"| category (instruction-level loose) | n | {names[0]} | {name} | difference | 95% interval |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for category, (n, a, b, d, low, high) in category_bootstrap(base, other, draws).items():
+            lines.append(f"| {category} | {n} | {a:.1f} | {b:.1f} | {d:+.1f} | [{low:+.1f}, {high:+.1f}]"
+                         f"{' worse' if high < 0 else ''} |")
         lines += ["", f"| instruction id (loose) | n | {names[0]} | {name} | difference |", "|---|---:|---:|---:|---:|"]
         for iid, (n, a, b) in per_instruction_loose(base, other).items():
             mark = "*" if trained and iid in trained else ""

@@ -303,7 +303,27 @@ def test_the_compare_report_gives_paired_differences_with_bootstrap_intervals(tm
     assert row.split(" | ")[3] == "+50.00" and 20 <= low < 50 < high <= 80    # ~ +50 +- 2 x 11 points
     assert "| prompt-level strict | 50.00 | 50.00 | +0.00 | [+0.00, +0.00] |" in table.split("## same vs base")[1]
     assert "| punctuation:no_comma* | 20 | 50.0 | 100.0 | +50.0 |" in table
+    category = next(line for line in table.splitlines()
+                    if line.startswith("| punctuation | 20 | 50.0 | 100.0 | +50.0 |"))
+    assert "worse" not in category
     assert "0 of the 541 IFEval prompts appear in it word for word, 0 share a run of 13 words with it" in table
+
+
+def test_a_category_whose_whole_interval_is_below_zero_is_marked_worse():
+    # 40 prompts, each with a punctuation and a length instruction: length falls 30 -> 0 of 40, punctuation rises
+    rows = [{"instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"]} for _ in range(40)]
+    base = [dict(r, loose=[False, i < 30]) for i, r in enumerate(rows)]
+    other = [dict(r, loose=[i < 20, False]) for i, r in enumerate(rows)]
+    stats = eval05.category_bootstrap(base, other, draws=500)
+    n, a, b, d, low, high = stats["length_constraints"]
+    assert (n, a, b, d) == (40, 75.0, 0.0, -75.0) and -90 < low < -75 < high < -60
+    assert stats["punctuation"][1:4] == (0.0, 50.0, 50.0) and stats["punctuation"][4] > 0
+    lines = eval05.difference_markdown([{"ifeval": {"per_prompt": [dict(r, key=i, strict=r["loose"])
+                                                                    for i, r in enumerate(x)]}} for x in (base, other)],
+                                       ["base", "grpo"], 500, None)
+    assert any(line.startswith("| length_constraints | 40 | 75.0 | 0.0 | -75.0 |") and line.endswith("worse |")
+               for line in lines)
+    assert not any(line.startswith("| punctuation | 40") and "worse" in line for line in lines)
 
 
 def test_ifeval_prompts_in_the_training_data_are_found(tmp_path):
