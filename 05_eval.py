@@ -102,7 +102,8 @@ def parse_args(argv=None):
                    help="score this JSONL of IFEval responses instead of generating: {'prompt', 'response'} or "
                         "{'key', 'response'} per line")
     g.add_argument("--compare", type=Path, nargs="+", metavar="RUN_DIR",
-                   help="write compare.md and compare.png for these run folders, deltas against the first")
+                   help="write compare.md and compare.png for these run folders, deltas against the first, with "
+                        "paired bootstrap 95%% intervals (the four IFEval metrics and each category)")
     g.add_argument("--out", type=Path, help="with --responses: the metrics JSON file to write (default: none); "
                                             "with --compare: the report folder (default: runs/eval/compare)")
     g.add_argument("--train-data", type=Path, default=HERE / "data/verif_train.jsonl",
