@@ -613,17 +613,17 @@ def category_bootstrap(base: list[dict], other: list[dict], draws: int, seed: in
     paired bootstrap over prompts. Returns {category: (instructions, base, other, difference, low, high)}."""
     import numpy as np
 
-    def count(rows: list[dict], category: str, values: str) -> "np.ndarray":
-        return np.array([sum(v for iid, v in zip(r["instruction_id_list"], r[values]) if iid.split(":")[0] == category)
-                         for r in rows], dtype=float)
+    def per_category(rows: list[dict], values: str | None) -> dict[str, "np.ndarray"]:
+        """{category: [n] per prompt, instructions of that category given (values None) or passed (values 'loose')}"""
+        out: dict[str, np.ndarray] = {}
+        for p, r in enumerate(rows):
+            for j, iid in enumerate(r["instruction_id_list"]):
+                out.setdefault(iid.split(":")[0], np.zeros(len(rows)))[p] += 1 if values is None else r[values][j]
+        return out
 
     idx = np.random.default_rng(seed).integers(0, len(base), size=(draws, len(base)))    # [draws, n]
-    categories = sorted({iid.split(":")[0] for r in base for iid in r["instruction_id_list"]})
-    out = {}
-    for c in categories:
-        given = np.array([sum(iid.split(":")[0] == c for iid in r["instruction_id_list"]) for r in base], dtype=float)
-        out[c] = (int(given.sum()), *ratio_difference(count(base, c, "loose"), count(other, c, "loose"), given, idx))
-    return out
+    given, a, b = per_category(base, None), per_category(base, "loose"), per_category(other, "loose")
+    return {c: (int(given[c].sum()), *ratio_difference(a[c], b[c], given[c], idx)) for c in sorted(given)}
 
 
 def ratio_difference(followed_a, followed_b, given, idx) -> tuple[float, float, float, float, float]:
