@@ -1,8 +1,9 @@
-"""05_eval.py — IFEval and held-out VerIF evaluation of a model, and a side-by-side report of several runs.
+"""05_eval.py — IFEval, IFBench and held-out VerIF evaluation of a model, and a side-by-side report of several runs.
 
-A model (base, SFT or GRPO-trained: a folder, or a base model with LoRA adapters) answers the 541 IFEval prompts
-and the held-out eval file of 01_build_data.py; verify_lib scores the answers. Greedy decoding by default, as in the
-paper.
+A model (base, SFT or GRPO-trained: a folder, or a base model with LoRA adapters) answers the 541 IFEval prompts, the
+held-out eval file of 01_build_data.py and, with `--tasks ifbench`, AllenAI's 300 IFBench prompts (58 constraint types
+that IFEval and the kit's training data lack: does what was learnt transfer?); verify_lib and ifbench_lib score the
+answers. Greedy decoding by default, as in the paper.
 
     python 05_eval.py                                              # the embedded SmolLM2-135M-Instruct, HF backend
     python 05_eval.py --model MODEL_DIR --run-dir runs/eval/sft    # any local HF folder
@@ -11,10 +12,14 @@ paper.
     python 05_eval.py --server-url http://127.0.0.1:8000/v1        # any OpenAI-compatible server
     python 05_eval.py --judge-url http://127.0.0.1:8001/v1 ...     # soft constraints judged: soft pass rate, reward
     python 05_eval.py --limit 32 ...                               # the first 32 prompts of each task: a quick look
+    python 05_eval.py --tasks ifeval ifbench verif ...             # IFBench too
 
-Score a responses file without generating (IFEval only; --out writes the metrics JSON):
+Score a responses file without generating (IFEval or IFBench, told apart by the prompts it answers, or --benchmark;
+--out writes the metrics JSON):
 
     python 05_eval.py --responses data/ifeval/input_response_data_gpt4_20231107_145030.jsonl
+    python 05_eval.py --responses ../shared/data/ifbench/sample_output.jsonl \
+                      --ifbench-input ../shared/data/ifbench/IFBench_test_v2025.jsonl     # its 294 prompts
 
 Put runs side by side (a markdown table with deltas against the first run, and a bar chart):
 
@@ -26,14 +31,15 @@ A run folder (default runs/eval/<model name>[+<adapter name>...]) keeps everythi
   ifeval_responses.jsonl  {"key", "prompt", "response", "truncated"} per IFEval prompt, appended as each batch
                           finishes; a rerun skips the keys already there (Google's evaluator reads this file as is)
   ifeval_metrics.json     the four IFEval metrics, accuracy per category and per instruction, verdicts per prompt
+  ifbench_responses.jsonl, ifbench_metrics.json    the same for IFBench (--tasks ifbench)
   verif_responses.jsonl   {"id", "prompt" | "messages", "response", "truncated"} per held-out VerIF example
   verif_metrics.json      hard pass rate, soft pass rate (with a judge), the VerIF reward, and the same per example
   judge_cache.jsonl       the judge's verdicts, so that a rerun does not ask again
-Any folder with an ifeval_metrics.json or a verif_metrics.json can be compared: `--responses FILE --out
-runs/eval/gpt4/ifeval_metrics.json` puts GPT-4's published responses beside your models.
+Any folder with an ifeval_metrics.json, ifbench_metrics.json or verif_metrics.json can be compared: `--responses FILE
+--out runs/eval/gpt4/ifeval_metrics.json` puts GPT-4's published responses beside your models.
 
-A response that thinks first is scored on the text after its last </think> (verify_lib.final_answer), on IFEval as in
-the VerIF reward.
+A response that thinks first is scored on the text after its last </think> (verify_lib.final_answer), on IFEval and
+IFBench as in the VerIF reward.
 """
 import argparse
 import dataclasses
@@ -44,10 +50,12 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
+import ifbench_lib
 import verify_lib
 
 HERE = Path(__file__).resolve().parent
 IFEVAL_INPUT = HERE / "data/ifeval/input_data.jsonl"
+IFBENCH_INPUT = ifbench_lib.IFBENCH_INPUT           # data/ifbench/IFBench_test.jsonl, the 300 prompts
 VERIF_EVAL = HERE / "data/verif_eval.jsonl"  # 01_build_data.py's held-out split
 RANDOM_LETTER_KEYS = {1122, 1129}  # IFEval keys where the 2023 reference drew a random letter (see README)
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -81,10 +89,14 @@ def parse_args(argv=None):
     g.add_argument("--device", help="hf backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--limit", type=int, help="only the first N prompts of each task (default: all)")
     g = p.add_argument_group("what to evaluate")
-    g.add_argument("--tasks", nargs="+", choices=("ifeval", "verif"), default=["ifeval", "verif"],
-                   help="ifeval, and verif when its eval file exists (default: both)")
+    g.add_argument("--tasks", nargs="+", choices=("ifeval", "ifbench", "verif"), default=["ifeval", "verif"],
+                   help="ifeval; ifbench, AllenAI's 300 prompts of 58 constraint types no training data here has "
+                        "(about half IFEval's time); verif when its eval file exists (default: ifeval verif)")
     g.add_argument("--input", type=Path, default=IFEVAL_INPUT,
                    help="IFEval prompts with instruction ids and kwargs (default: the 541 IFEval prompts in data/)")
+    g.add_argument("--ifbench-input", type=Path, default=IFBENCH_INPUT,
+                   help="IFBench prompts, same format (default: data/ifbench/IFBench_test.jsonl, allenai/IFBench's "
+                        "300)")
     g.add_argument("--verif-eval", type=Path,
                    help=f"held-out examples in verify_lib's schema (default: {VERIF_EVAL.relative_to(HERE)}, "
                         "01_build_data.py's eval split; skipped with a note when it is absent)")
@@ -99,16 +111,19 @@ def parse_args(argv=None):
                         "paper's formula; rule_only, judge_only: the paper's ablations")
     g = p.add_argument_group("scoring a file, comparing runs")
     g.add_argument("--responses", type=Path,
-                   help="score this JSONL of IFEval responses instead of generating: {'prompt', 'response'} or "
-                        "{'key', 'response'} per line")
+                   help="score this JSONL of IFEval or IFBench responses instead of generating: {'prompt', "
+                        "'response'} or {'key', 'response'} per line")
+    g.add_argument("--benchmark", choices=("auto", "ifeval", "ifbench"), default="auto",
+                   help="with --responses: the benchmark the file answers (default auto: the one whose prompts "
+                        "(--input, --ifbench-input) it answers)")
     g.add_argument("--compare", type=Path, nargs="+", metavar="RUN_DIR",
                    help="write compare.md and compare.png for these run folders, deltas against the first, with "
-                        "paired bootstrap 95%% intervals (the four IFEval metrics and each category)")
+                        "paired bootstrap 95%% intervals (the four metrics and each category, IFEval and IFBench)")
     g.add_argument("--out", type=Path, help="with --responses: the metrics JSON file to write (default: none); "
                                             "with --compare: the report folder (default: runs/eval/compare)")
     g.add_argument("--train-data", type=Path, default=HERE / "data/verif_train.jsonl",
                    help="with --compare: the training data, to mark the instruction ids it trained on and to check "
-                        "that no IFEval prompt is in it (default: data/verif_train.jsonl, when it exists)")
+                        "that no IFEval or IFBench prompt is in it (default: data/verif_train.jsonl, when it exists)")
     g.add_argument("--bootstrap", type=int, default=2000,
                    help="with --compare: paired bootstrap draws over prompts for the 95%% intervals (default 2000)")
     args = p.parse_args(argv)
@@ -132,27 +147,41 @@ class Item:
     record: dict       # what the responses file keeps beside the response
 
 
-# ---- IFEval: prompts, and joining a responses file to them ----
-def read_ifeval_input(path: Path) -> list[dict]:
+# ---- IFEval and IFBench: prompts, and joining a responses file to them ----
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    name: str          # the --tasks name, and the run folder's <name>_responses.jsonl and <name>_metrics.json
+    title: str
+    input_arg: str     # the argument naming its prompts file
+    score: Callable[[list[dict], list[str]], dict]   # verdicts and metrics, in verify_lib.score_ifeval's shape
+
+
+BENCHMARKS = {"ifeval": Benchmark("ifeval", "IFEval", "input", verify_lib.score_ifeval),
+              "ifbench": Benchmark("ifbench", "IFBench", "ifbench_input", ifbench_lib.score_ifbench)}
+
+
+def read_prompts(path: Path) -> list[dict]:
+    """IFEval's (and IFBench's) prompt rows: key, prompt, instruction_id_list, kwargs."""
     try:
         rows = list(verify_lib.read_jsonl(path))
     except (OSError, ValueError) as e:
         sys.exit(f"05_eval.py: {e}")
     for lineno, row in rows:
         if not isinstance(row, dict) or not {"key", "prompt", "instruction_id_list", "kwargs"} <= set(row):
-            sys.exit(f"{path}:{lineno}: an IFEval row needs 'key', 'prompt', 'instruction_id_list' and 'kwargs'")
+            sys.exit(f"{path}:{lineno}: a prompt row needs 'key', 'prompt', 'instruction_id_list' and 'kwargs'")
     return [row for _, row in rows]
 
 
-def ifeval_items(rows: list[dict]) -> list[Item]:
+def prompt_items(rows: list[dict]) -> list[Item]:
     return [Item(r["key"], [{"role": "user", "content": r["prompt"]}], {"key": r["key"], "prompt": r["prompt"]})
             for r in rows]
 
 
 def align_responses(input_rows: list[dict], response_rows: list[tuple[int, dict]], path: Path) -> list[str]:
-    """responses[i] answers input_rows[i]: joined by `key` when every response row has one, else by position when
-    both files have the same length (the IFEval convention: the published GPT-4 file has an older wording of one
-    prompt), else by prompt text."""
+    """responses[i] answers input_rows[i]: joined by `key` when every response row has one; else by prompt text when
+    every prompt has its response (a prompt with or without the spaces around it, as IFBench's evaluator matches);
+    else by position when both files have the same length (IFEval's convention: the published GPT-4 file has an
+    older wording of one prompt)."""
     for lineno, row in response_rows:
         if not isinstance(row, dict) or not isinstance(row.get("response"), str):
             sys.exit(f"{path}:{lineno}: each row needs a string 'response'")
@@ -162,27 +191,48 @@ def align_responses(input_rows: list[dict], response_rows: list[tuple[int, dict]
         if missing:
             sys.exit(f"{path}: no response for key(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}")
         return [by_key[r["key"]] for r in input_rows]
+    by_prompt = {}
+    for _, row in response_rows:
+        if isinstance(row.get("prompt"), str):
+            by_prompt.setdefault(row["prompt"], row["response"])
+            by_prompt.setdefault(row["prompt"].strip(), row["response"])
+    found = [by_prompt.get(r["prompt"], by_prompt.get(r["prompt"].strip())) for r in input_rows]
+    if None not in found:
+        return found
     if len(response_rows) == len(input_rows):
         differ = sum(row.get("prompt", r["prompt"]) != r["prompt"] for (_, row), r in zip(response_rows, input_rows))
-        if differ:
-            print(f"note: joined by position; {differ} prompt text(s) differ from {path.name}'s", file=sys.stderr)
+        print(f"note: joined by position; {differ} prompt text(s) differ from {path.name}'s", file=sys.stderr)
         return [row["response"] for _, row in response_rows]
-    by_prompt = {row.get("prompt"): row["response"] for _, row in response_rows}
-    missing = [r["key"] for r in input_rows if r["prompt"] not in by_prompt]
-    if missing:
-        sys.exit(f"{path}: {len(response_rows)} rows for {len(input_rows)} prompts, and no response for the prompt "
-                 f"of key(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    return [by_prompt[r["prompt"]] for r in input_rows]
+    missing = [r["key"] for r, f in zip(input_rows, found) if f is None]
+    sys.exit(f"{path}: {len(response_rows)} rows for {len(input_rows)} prompts, and no response for the prompt "
+             f"of key(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+
+
+def detect_benchmark(response_rows: list[tuple[int, dict]], inputs: dict[str, list[dict]], path: Path) -> str:
+    """The benchmark whose prompts (or keys) a responses file answers: the one that matches more of its rows."""
+    def matches(rows: list[dict]) -> int:
+        prompts = {r["prompt"].strip() for r in rows}
+        keys = {r["key"] for r in rows}
+        return sum(isinstance(row, dict) and (str(row.get("prompt", "")).strip() in prompts
+                                              or ("prompt" not in row and row.get("key") in keys))
+                   for _, row in response_rows)
+    counts = {name: matches(rows) for name, rows in inputs.items()}
+    best = max(counts, key=counts.get)
+    if counts[best] == 0 or list(counts.values()).count(counts[best]) > 1:
+        sys.exit(f"05_eval.py: {path}: cannot tell which benchmark it answers (rows matching IFEval's prompts or keys: "
+                 f"{counts['ifeval']}, IFBench's: {counts['ifbench']}); pass --benchmark")
+    return best
 
 
 def scored_text(response: str) -> str:
-    """What IFEval checks: the response as it is, or the text after its last </think> when it thinks first."""
+    """What IFEval and IFBench check: the response as it is, or the text after its last </think> when it thinks
+    first."""
     return verify_lib.final_answer(response) if "<think>" in response or "</think>" in response else response
 
 
-def score_ifeval(input_rows: list[dict], responses: list[str], where: Path) -> dict:
+def score_prompts(bench: Benchmark, input_rows: list[dict], responses: list[str], where: Path) -> dict:
     try:
-        metrics = verify_lib.score_ifeval(input_rows, [scored_text(r) for r in responses])
+        metrics = bench.score(input_rows, [scored_text(r) for r in responses])
     except ValueError as e:
         sys.exit(f"05_eval.py: {where}: {e}")
     return {"n": len(input_rows), **metrics}
@@ -456,8 +506,8 @@ def write_json(path: Path, obj) -> None:
 
 
 # ---- report ----
-def print_ifeval(metrics: dict) -> None:
-    print(f"IFEval on {metrics['n']} prompts")
+def print_scores(bench: Benchmark, metrics: dict) -> None:
+    print(f"{bench.title} on {metrics['n']} prompts")
     print(f"  prompt-level strict       {100 * metrics['prompt_strict']:6.2f}")
     print(f"  instruction-level strict  {100 * metrics['inst_strict']:6.2f}")
     print(f"  prompt-level loose        {100 * metrics['prompt_loose']:6.2f}")
@@ -467,7 +517,7 @@ def print_ifeval(metrics: dict) -> None:
     print("  per category (instruction-level strict / loose, count):")
     for category, acc in metrics["per_category"].items():
         print(f"    {category:22s} {100 * acc['strict']:6.2f} {100 * acc['loose']:6.2f}  {acc['total']:4d}")
-    if RANDOM_LETTER_KEYS & {p["key"] for p in metrics["per_prompt"]}:
+    if bench.name == "ifeval" and RANDOM_LETTER_KEYS & {p["key"] for p in metrics["per_prompt"]}:
         print("  note: keys 1122 and 1129 ask for a 'letter' that is not a-z ('#', '!'). verify_lib counts it as "
               "given, as\n  Google's current reference does; the 2023 reference behind published scores drew a "
               "random letter there.\n  On GPT-4's published responses: 77.08 / 83.69 strict here, 76.89 / 83.57 "
@@ -489,10 +539,9 @@ def print_verif(metrics: dict, path: Path, judge: verify_lib.Judge | None) -> No
 
 
 # ---- compare runs ----
-HEADLINE = [("IFEval prompt-level strict", "ifeval", "prompt_strict"),
-            ("IFEval instruction-level strict", "ifeval", "inst_strict"),
-            ("IFEval prompt-level loose", "ifeval", "prompt_loose"),
-            ("IFEval instruction-level loose", "ifeval", "inst_loose"),
+FOUR_METRICS = [("prompt-level strict", "prompt_strict"), ("instruction-level strict", "inst_strict"),
+                ("prompt-level loose", "prompt_loose"), ("instruction-level loose", "inst_loose")]
+HEADLINE = [(f"{b.title} {label}", b.name, key) for b in BENCHMARKS.values() for label, key in FOUR_METRICS] + [
             ("VerIF hard pass rate", "verif", "hard_pass_rate"),
             ("VerIF hard checks passed", "verif", "hard_check_rate"),
             ("VerIF soft pass rate", "verif", "soft_pass_rate"),
@@ -501,23 +550,27 @@ HEADLINE = [("IFEval prompt-level strict", "ifeval", "prompt_strict"),
 
 def load_run(run_dir: Path) -> dict:
     run = {"dir": run_dir, "config": {}}
-    for part, name in (("config", "config.json"), ("ifeval", "ifeval_metrics.json"), ("verif", "verif_metrics.json")):
-        if (run_dir / name).exists():
+    for part in ("config", *BENCHMARKS, "verif"):
+        path = run_dir / ("config.json" if part == "config" else f"{part}_metrics.json")
+        if path.exists():
             try:
-                run[part] = json.loads((run_dir / name).read_text())
+                run[part] = json.loads(path.read_text())
             except ValueError as e:
-                sys.exit(f"05_eval.py: {run_dir / name}: not JSON ({e})")
-    if "ifeval" not in run and "verif" not in run:
-        sys.exit(f"05_eval.py: {run_dir}: no ifeval_metrics.json or verif_metrics.json (is it a run folder?)")
+                sys.exit(f"05_eval.py: {path}: not JSON ({e})")
+    if set(run) == {"dir", "config"}:
+        sys.exit(f"05_eval.py: {run_dir}: no ifeval_metrics.json, ifbench_metrics.json or verif_metrics.json (is it a "
+                 "run folder?)")
     return run
 
 
 def comparison_rows(runs: list[dict]) -> list[tuple[str, list[float | None]]]:
-    """(metric, [value x 100 per run]): the headline metrics, then IFEval instruction-level strict per category."""
+    """(metric, [value x 100 per run]): the headline metrics, then instruction-level strict per category of IFEval
+    and of IFBench."""
     rows = [(label, [_value(r, part, key) for r in runs]) for label, part, key in HEADLINE]
-    categories = sorted({c for r in runs for c in r.get("ifeval", {}).get("per_category", {})})
-    rows += [(f"IFEval {c} (instruction strict)",
-              [_value(r, "ifeval", "per_category", c, "strict") for r in runs]) for c in categories]
+    for b in BENCHMARKS.values():
+        categories = sorted({c for r in runs for c in r.get(b.name, {}).get("per_category", {})})
+        rows += [(f"{b.title} {c} (instruction strict)",
+                  [_value(r, b.name, "per_category", c, "strict") for r in runs]) for c in categories]
     return [(label, values) for label, values in rows if any(v is not None for v in values)]
 
 
@@ -529,16 +582,17 @@ def _value(run: dict, *path) -> float | None:
 
 
 def comparison_markdown(runs: list[dict], names: list[str]) -> str:
-    lines = ["# 05_eval.py comparison", "", "| run | model | adapter | backend | IFEval prompts | VerIF examples "
-             "| reward mode | judge |", "|---|---|---|---|---:|---:|---|---|"]
+    lines = ["# 05_eval.py comparison", "", "| run | model | adapter | backend | IFEval prompts | IFBench prompts "
+             "| VerIF examples | reward mode | judge |", "|---|---|---|---|---:|---:|---:|---|---|"]
     for name, r in zip(names, runs):
         c = r["config"]
         served = f"{c.get('server_model') or 'served'} at {c['server_url']}" if c.get("server_url") else ""
         model = c.get("model") or served
         lines.append(f"| {name} | {model} | {', '.join(c.get('adapter') or [])} | {c.get('backend', '')} | "
-                     f"{r.get('ifeval', {}).get('n', '')} | {r.get('verif', {}).get('n', '')} | "
-                     f"{r.get('verif', {}).get('mode', '')} | {c.get('judge_url') or ''} |")
-    for part, what in (("ifeval", "IFEval prompts"), ("verif", "VerIF examples")):
+                     f"{r.get('ifeval', {}).get('n', '')} | {r.get('ifbench', {}).get('n', '')} | "
+                     f"{r.get('verif', {}).get('n', '')} | {r.get('verif', {}).get('mode', '')} | "
+                     f"{c.get('judge_url') or ''} |")
+    for part, what in (("ifeval", "IFEval prompts"), ("ifbench", "IFBench prompts"), ("verif", "VerIF examples")):
         counts = {r[part]["n"] for r in runs if part in r}
         if len(counts) > 1:
             lines += ["", f"**Warning:** the runs scored different numbers of {what} ({sorted(counts)}): their "
@@ -593,7 +647,7 @@ def ifeval_arrays(per_prompt: list[dict]) -> dict[str, "np.ndarray"]:
 
 
 def paired_bootstrap(base: list[dict], other: list[dict], draws: int, seed: int = 0) -> dict[str, tuple]:
-    """other - base on each IFEval metric, with a 95% interval from resampling the same prompts for both runs
+    """other - base on each of the four metrics, with a 95% interval from resampling the same prompts for both runs
     (percentile bootstrap). Prompt-level: mean of 0/1 per prompt; instruction-level: followed / given over the drawn
     prompts. Returns {metric: (base, other, difference, low, high)} in points."""
     import numpy as np
@@ -609,8 +663,8 @@ def paired_bootstrap(base: list[dict], other: list[dict], draws: int, seed: int 
 
 
 def category_bootstrap(base: list[dict], other: list[dict], draws: int, seed: int = 0) -> dict[str, tuple]:
-    """Instruction-level loose pass rate per IFEval category (the id's part before ':'), other - base, with the same
-    paired bootstrap over prompts. Returns {category: (instructions, base, other, difference, low, high)}."""
+    """Instruction-level loose pass rate per category (the instruction id's part before ':'), other - base, with the
+    same paired bootstrap over prompts. Returns {category: (instructions, base, other, difference, low, high)}."""
     import numpy as np
 
     def per_category(rows: list[dict], values: str | None) -> dict[str, "np.ndarray"]:
@@ -640,63 +694,77 @@ def ratio_difference(followed_a, followed_b, given, idx) -> tuple[float, float, 
 
 
 def paired_prompts(base: dict, other: dict) -> tuple[list[dict], list[dict]]:
-    """The per-prompt verdicts of two IFEval runs on the prompts both scored, joined by key, in the base's order."""
+    """The per-prompt verdicts of two runs of one benchmark on the prompts both scored, joined by key, in the base's
+    order."""
     by_key = {r["key"]: r for r in other["per_prompt"]}
     common = [r for r in base["per_prompt"] if r["key"] in by_key]
     return common, [by_key[r["key"]] for r in common]
 
 
 def trained_instruction_ids(path: Path) -> set[str] | None:
-    """The IFEval ids among the training data's hard constraints (None when there is no training file)."""
+    """The instruction ids among the training data's hard constraints (None when there is no training file)."""
     if not path.exists():
         return None
     return {h["id"] for ex in verify_lib.load_examples(path) for h in ex.hard if "id" in h}
 
 
-def training_overlap(path: Path, input_path: Path = IFEVAL_INPUT, n: int = 13) -> dict | None:
-    """IFEval prompts found in the training data: the same text (case and spacing folded), or any shared run of n
-    words (13, the n-gram of GPT-3's contamination study)."""
+def training_overlap(path: Path, inputs: dict[str, Path] | None = None, n: int = 13) -> dict | None:
+    """Benchmark prompts found in the training data: the same text (case and spacing folded), or any shared run of
+    n words (13, the n-gram of GPT-3's contamination study). `inputs`: {benchmark: prompts file}, by default
+    IFEval's and IFBench's. Returns {"train_file", benchmark: {"prompts", "same_text", "shared_13_gram"}, ...}."""
     if not path.exists():
         return None
     def words(text: str) -> list[str]:
         return " ".join(text.lower().split()).split(" ")
+    def grams(w: list[str]) -> set[tuple[str, ...]]:
+        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
     train = [words(ex.instruction) for ex in verify_lib.load_examples(path)]
-    grams = {tuple(w[i:i + n]) for w in train for i in range(len(w) - n + 1)}
+    train_grams = set().union(*map(grams, train))
     texts = {" ".join(w) for w in train}
-    ifeval = read_ifeval_input(input_path)
-    same = [r["key"] for r in ifeval if " ".join(words(r["prompt"])) in texts]
-    shared = [r["key"] for r in ifeval if any(tuple(words(r["prompt"])[i:i + n]) in grams
-                                              for i in range(len(words(r["prompt"])) - n + 1))]
-    return {"train_file": str(path), "ifeval_prompts": len(ifeval), "same_text": same, f"shared_{n}_gram": shared}
+    overlap = {"train_file": str(path)}
+    for name, input_path in (inputs or {"ifeval": IFEVAL_INPUT, "ifbench": IFBENCH_INPUT}).items():
+        rows = read_prompts(input_path)
+        overlap[name] = {"prompts": len(rows),
+                         "same_text": [r["key"] for r in rows if " ".join(words(r["prompt"])) in texts],
+                         f"shared_{n}_gram": [r["key"] for r in rows if grams(words(r["prompt"])) & train_grams]}
+    return overlap
 
 
 def difference_markdown(runs: list[dict], names: list[str], draws: int, trained: set[str] | None) -> list[str]:
-    """Per later run against the first: the four IFEval metrics with paired 95% intervals, the loose
+    """Per later run against the first, for IFEval then IFBench: the four metrics with paired 95% intervals, the loose
     instruction-level pass rate per category with its interval ("worse" when the whole interval is below 0), then
     per instruction id (marked * when the training data has that id)."""
     lines = []
-    for run, name in zip(runs[1:], names[1:]):
-        if "ifeval" not in runs[0] or "ifeval" not in run:
-            continue
-        base, other = paired_prompts(runs[0]["ifeval"], run["ifeval"])
-        lines += ["", f"## {name} vs {names[0]}: IFEval on the {len(base)} prompts both scored", "",
-                  f"Paired bootstrap over prompts ({draws} draws), 95% interval of the difference, in points.", "",
-                  f"| metric | {names[0]} | {name} | difference | 95% interval |", "|---|---:|---:|---:|---|"]
-        for key, (a, b, d, low, high) in paired_bootstrap(base, other, draws).items():
-            level, mode = key.split("_")
-            label = f"{'prompt' if level == 'prompt' else 'instruction'}-level {mode}"
-            lines.append(f"| {label} | {a:.2f} | {b:.2f} | {d:+.2f} | [{low:+.2f}, {high:+.2f}] |")
-        lines += ["", f"| category (instruction-level loose) | n | {names[0]} | {name} | difference | 95% interval |",
-                  "|---|---:|---:|---:|---:|---|"]
-        for category, (n, a, b, d, low, high) in category_bootstrap(base, other, draws).items():
-            lines.append(f"| {category} | {n} | {a:.1f} | {b:.1f} | {d:+.1f} | [{low:+.1f}, {high:+.1f}]"
-                         f"{' worse' if high < 0 else ''} |")
-        lines += ["", f"| instruction id (loose) | n | {names[0]} | {name} | difference |", "|---|---:|---:|---:|---:|"]
-        for iid, (n, a, b) in per_instruction_loose(base, other).items():
-            mark = "*" if trained and iid in trained else ""
-            lines.append(f"| {iid}{mark} | {n} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
-        if trained is not None:
-            lines += ["", r"\* the training data has constraints of this id."]
+    for bench in BENCHMARKS.values():
+        for run, name in zip(runs[1:], names[1:]):
+            if bench.name in runs[0] and bench.name in run:
+                lines += benchmark_difference(bench, runs[0][bench.name], run[bench.name], (names[0], name), draws,
+                                              trained)
+    return lines
+
+
+def benchmark_difference(bench: Benchmark, base_metrics: dict, other_metrics: dict, names: tuple[str, str],
+                         draws: int, trained: set[str] | None) -> list[str]:
+    base, other = paired_prompts(base_metrics, other_metrics)
+    lines = ["", f"## {names[1]} vs {names[0]}: {bench.title} on the {len(base)} prompts both scored", "",
+             f"Paired bootstrap over prompts ({draws} draws), 95% interval of the difference, in points.", "",
+             f"| metric | {names[0]} | {names[1]} | difference | 95% interval |", "|---|---:|---:|---:|---|"]
+    intervals = paired_bootstrap(base, other, draws)
+    for label, key in FOUR_METRICS:
+        a, b, d, low, high = intervals[key]
+        lines.append(f"| {label} | {a:.2f} | {b:.2f} | {d:+.2f} | [{low:+.2f}, {high:+.2f}] |")
+    name = names[1]
+    lines += ["", f"| category (instruction-level loose) | n | {names[0]} | {name} | difference | 95% interval |",
+              "|---|---:|---:|---:|---:|---|"]
+    for category, (n, a, b, d, low, high) in category_bootstrap(base, other, draws).items():
+        lines.append(f"| {category} | {n} | {a:.1f} | {b:.1f} | {d:+.1f} | [{low:+.1f}, {high:+.1f}]"
+                     f"{' worse' if high < 0 else ''} |")
+    lines += ["", f"| instruction id (loose) | n | {names[0]} | {name} | difference |", "|---|---:|---:|---:|---:|"]
+    for iid, (n, a, b) in per_instruction_loose(base, other).items():
+        mark = "*" if trained and iid in trained else ""
+        lines.append(f"| {iid}{mark} | {n} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
+    if trained is not None:
+        lines += ["", r"\* the training data has constraints of this id."]
     return lines
 
 
@@ -713,11 +781,17 @@ def per_instruction_loose(base: list[dict], other: list[dict]) -> dict[str, tupl
 def overlap_markdown(overlap: dict | None) -> list[str]:
     if overlap is None:
         return []
-    same, shared = overlap["same_text"], overlap["shared_13_gram"]
-    return ["", f"Training data {overlap['train_file']}: {len(same)} of the {overlap['ifeval_prompts']} IFEval "
-                f"prompts appear in it word for word, {len(shared)} share a run of 13 words with it (the wording of "
-                "a constraint counts too)"
-                + (f" (keys {sorted(set(same) | set(shared))[:20]})" if same or shared else "") + "."]
+    lines = []
+    for bench in BENCHMARKS.values():
+        found = overlap.get(bench.name)
+        if found is None:
+            continue
+        same, shared = found["same_text"], found["shared_13_gram"]
+        keys = sorted(set(same) | set(shared), key=str)[:20]
+        lines += ["", f"Training data {overlap['train_file']}: {len(same)} of the {found['prompts']} {bench.title} "
+                     f"prompts appear in it word for word, {len(shared)} share a run of 13 words with it (the wording "
+                     "of a constraint counts too)" + (f" (keys {keys})" if keys else "") + "."]
+    return lines
 
 
 def write_comparison(run_dirs: list[Path], out: Path, train_data: Path, draws: int) -> None:
@@ -737,15 +811,21 @@ def write_comparison(run_dirs: list[Path], out: Path, train_data: Path, draws: i
 
 # ---- scoring a responses file ----
 def score_responses_file(args) -> None:
-    input_rows = read_ifeval_input(args.input)[:args.limit]
     try:
         response_rows = list(verify_lib.read_jsonl(args.responses))
     except (OSError, ValueError) as e:
         sys.exit(f"05_eval.py: {e}")
-    metrics = score_ifeval(input_rows, align_responses(input_rows, response_rows, args.responses), args.input)
+    if args.benchmark == "auto":
+        inputs = {name: read_prompts(getattr(args, b.input_arg)) for name, b in BENCHMARKS.items()}
+        bench = BENCHMARKS[detect_benchmark(response_rows, inputs, args.responses)]
+    else:
+        bench = BENCHMARKS[args.benchmark]
+    input_path = getattr(args, bench.input_arg)
+    input_rows = read_prompts(input_path)[:args.limit]
+    metrics = score_prompts(bench, input_rows, align_responses(input_rows, response_rows, args.responses), input_path)
     if args.out:
         write_json(args.out, metrics)
-    print_ifeval(metrics)
+    print_scores(bench, metrics)
 
 
 def judge_client(args, run_dir: Path) -> "verify_lib.Judge | None":
@@ -774,7 +854,8 @@ def main(argv=None):
         require_vllm()  # fail before anything is loaded or written
     if args.reward_mode == "judge_only" and not args.judge_url:
         sys.exit("05_eval.py: --reward-mode judge_only needs a judge (--judge-url)")
-    input_rows = read_ifeval_input(args.input)[:args.limit] if "ifeval" in args.tasks else []
+    prompts = {b.name: read_prompts(getattr(args, b.input_arg))[:args.limit]
+               for b in BENCHMARKS.values() if b.name in args.tasks}
     examples = read_verif_examples(args)
     run_dir = args.run_dir or default_run_dir(args)
     judge = judge_client(args, run_dir) if examples else None   # checked before a model loads or a prompt is sent
@@ -782,18 +863,19 @@ def main(argv=None):
     backend = functools.cache(lambda: make_backend(args))  # made on first need: a finished run loads no model
 
     # ---- generate ----
-    ifeval_rows = generate_into(run_dir / "ifeval_responses.jsonl", ifeval_items(input_rows), "key", backend,
-                                args.batch_size) if input_rows else []
+    answers = {name: generate_into(run_dir / f"{name}_responses.jsonl", prompt_items(rows), "key", backend,
+                                   args.batch_size) for name, rows in prompts.items() if rows}
     verif_rows = generate_into(run_dir / "verif_responses.jsonl", verif_items(examples), "id", backend,
                                args.batch_size) if examples else []
 
     # ---- score, save and report ----
     print(f"run folder: {run_dir}")
-    if input_rows:
-        metrics = score_ifeval(input_rows, [r["response"] for r in ifeval_rows], args.input)
-        metrics["truncated"] = sum(bool(r.get("truncated")) for r in ifeval_rows)
-        write_json(run_dir / "ifeval_metrics.json", metrics)
-        print_ifeval(metrics)
+    for name, rows in answers.items():
+        bench = BENCHMARKS[name]
+        metrics = score_prompts(bench, prompts[name], [r["response"] for r in rows], getattr(args, bench.input_arg))
+        metrics["truncated"] = sum(bool(r.get("truncated")) for r in rows)
+        write_json(run_dir / f"{name}_metrics.json", metrics)
+        print_scores(bench, metrics)
     if examples:
         try:
             metrics = score_verif(examples, [r["response"] for r in verif_rows], judge, args.reward_mode)

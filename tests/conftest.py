@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 collect_ignore = ["verl_side.py"]    # runs in .venv-verl/ (verl, hydra), called by test_scaleout.py as a subprocess
 SHARED_IFEVAL = ROOT.parent / "shared" / "data" / "ifeval"
+SHARED_IFBENCH = ROOT.parent / "shared" / "data" / "ifbench"
 
 
 def read_jsonl(path):
@@ -16,13 +17,22 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _shared(folder: Path) -> Path:
+    if not folder.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"reference data missing under CI: {folder}")
+        pytest.skip(f"reference data not found at {folder}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_ifeval() -> Path:
-    if not SHARED_IFEVAL.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"reference data missing under CI: {SHARED_IFEVAL}")
-        pytest.skip(f"reference data not found at {SHARED_IFEVAL}")
-    return SHARED_IFEVAL
+    return _shared(SHARED_IFEVAL)
+
+
+@pytest.fixture(scope="session")
+def shared_ifbench() -> Path:
+    return _shared(SHARED_IFBENCH)
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,42 @@ def test_gpt4_responses_give_the_published_numbers_but_for_the_random_letter_pro
     assert f"{100 * (passed - 1) / instructions:.2f}" == "83.57"
 
 
+def test_ifbench_sample_outputs_are_recognised_and_scored_as_the_reference_does(tmp_path, capsys, shared_ifbench):
+    """AllenAI's sample answers, against the 294-prompt file they answer: told apart from IFEval by their prompts,
+    joined by prompt text, and scored with the reference's verdicts (tests/fixtures/ifbench)."""
+    eval05.main(["--responses", str(shared_ifbench / "sample_output.jsonl"), "--ifbench-input",
+                 str(shared_ifbench / "IFBench_test_v2025.jsonl"), "--out", str(tmp_path / "m.json")])
+    out = capsys.readouterr().out
+    assert "IFBench on 294 prompts" in out and "keys 1122" not in out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    reference = json.loads((ROOT / "tests/fixtures/ifbench/reference_sample_output.json").read_text())
+    assert {p["key"]: p["loose"] for p in metrics["per_prompt"]} == {k: v["loose"] for k, v in reference.items()}
+    strict = sum(all(v["strict"]) for v in reference.values()) / len(reference)
+    assert metrics["prompt_strict"] == strict and f"prompt-level strict       {100 * strict:6.2f}" in out
+
+
+def test_a_responses_file_that_answers_neither_benchmark_is_refused(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"prompt": "What is 2 + 2?", "response": "4"}\n')
+    with pytest.raises(SystemExit, match=r"cannot tell which benchmark it answers .*IFEval's prompts or keys: 0, "
+                                         r"IFBench's: 0\); pass --benchmark"):
+        eval05.main(["--responses", str(path)])
+    with pytest.raises(SystemExit, match=r"no response for the prompt of key\(s\) \['0', '1'"):
+        eval05.main(["--responses", str(path), "--benchmark", "ifbench"])
+
+
+def test_ifbench_answers_missing_from_a_file_are_named(tmp_path):
+    rows = [json.loads(line) for line in eval05.IFBENCH_INPUT.read_text().splitlines()]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"prompt": r["prompt"] + "  ", "response": "ok"}) + "\n" for r in rows[:299]))
+    with pytest.raises(SystemExit, match=rf"299 rows for 300 prompts, and no response for the prompt of key\(s\) "
+                                         rf"\['{rows[299]['key']}'\]"):
+        eval05.main(["--responses", str(path)])
+    path.write_text(path.read_text() + json.dumps({"prompt": rows[299]["prompt"], "response": "ok"}) + "\n")
+    eval05.main(["--responses", str(path), "--out", str(tmp_path / "m.json")])   # spaces around a prompt: the same
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 300
+
+
 # ---- responses on disk, resumed by key ----
 class CountingBackend:
     """A stand-in model: answers 'answer to <last user turn>' and remembers what it was asked."""
@@ -66,7 +102,7 @@ class CountingBackend:
 
 
 def items(n):
-    return eval05.ifeval_items([{"key": k, "prompt": f"prompt {k}"} for k in range(n)])
+    return eval05.prompt_items([{"key": k, "prompt": f"prompt {k}"} for k in range(n)])
 
 
 def test_resuming_skips_finished_prompts(tmp_path):
@@ -130,6 +166,17 @@ def test_a_tiny_model_writes_well_formed_responses_and_metrics(tmp_path, tiny_mo
     assert (config["model"], config["max_new_tokens"], config["temperature"]) == (str(tiny_model_dir), 5, 0.0)
     out = capsys.readouterr().out
     assert "IFEval on 3 prompts" in out and "VerIF held-out on 2 examples" in out and "no judge" in out
+
+
+def test_tasks_ifbench_answers_the_ifbench_prompts_into_its_own_files(tmp_path, tiny_model_dir, capsys):
+    run = tmp_path / "run"
+    eval05.main(["--model", str(tiny_model_dir), "--tasks", "ifbench", "--limit", "2", "--max-new-tokens", "4",
+                 "--run-dir", str(run)])
+    answers = rows_of(run / "ifbench_responses.jsonl")
+    assert [r["key"] for r in answers] == ["0", "1"] and not (run / "ifeval_responses.jsonl").exists()
+    metrics = json.loads((run / "ifbench_metrics.json").read_text())
+    assert metrics["n"] == 2 and {"count", "words"} >= set(metrics["per_category"])
+    assert "IFBench on 2 prompts" in capsys.readouterr().out
 
 
 def test_greedy_generation_is_repeatable_and_decodes_only_new_tokens(tiny_model_dir):
@@ -257,7 +304,8 @@ def test_verif_scores_hard_and_soft_pass_rates_and_the_reward(tmp_path, verif_ev
 def ifeval_run(run_dir, responses):
     rows = [{"key": k, "prompt": "No commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
             for k in range(len(responses))]
-    eval05.write_json(run_dir / "ifeval_metrics.json", eval05.score_ifeval(rows, responses, run_dir))
+    eval05.write_json(run_dir / "ifeval_metrics.json",
+                     eval05.score_prompts(eval05.BENCHMARKS["ifeval"], rows, responses, run_dir))
     eval05.write_json(run_dir / "config.json", {"model": run_dir.name, "backend": "hf"})
 
 
@@ -275,6 +323,23 @@ def test_the_compare_report_puts_two_runs_side_by_side_with_deltas(tmp_path):
     assert (tmp_path / "report/compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_compare_report_puts_ifbench_beside_ifeval_with_intervals(tmp_path):
+    rows = [{"key": str(k), "prompt": "p", "instruction_id_list": ["format:no_whitespace"], "kwargs": [{}]}
+            for k in range(20)]
+    for name, answers in (("base", ["a b"] * 20), ("grpo", ["ab"] * 10 + ["a b"] * 10)):
+        ifeval_run(tmp_path / name, ["a, b"] * 20)
+        eval05.write_json(tmp_path / name / "ifbench_metrics.json",
+                          eval05.score_prompts(eval05.BENCHMARKS["ifbench"], rows, answers, tmp_path / name))
+    eval05.main(["--compare", str(tmp_path / "base"), str(tmp_path / "grpo"), "--out", str(tmp_path / "r"),
+                 "--bootstrap", "300"])
+    table = (tmp_path / "r/compare.md").read_text()
+    assert "| IFBench prompt-level loose | 0.00 | 50.00 (+50.00) |" in table
+    assert "| IFBench format (instruction strict) | 0.00 | 50.00 (+50.00) |" in table
+    ifbench = table.split("## grpo vs base: IFBench on the 20 prompts both scored")[1]
+    assert "| prompt-level loose | 0.00 | 50.00 | +50.00 | [+" in ifbench and "| format | 20 | 0.0 | 50.0 |" in ifbench
+    assert "| IFEval prompt-level loose | 0.00 | 0.00 (+0.00) |" in table
+
+
 def test_the_compare_report_warns_when_runs_scored_different_prompt_sets(tmp_path):
     ifeval_run(tmp_path / "a", ["x"])
     ifeval_run(tmp_path / "b", ["x", "y"])
@@ -284,7 +349,7 @@ def test_the_compare_report_warns_when_runs_scored_different_prompt_sets(tmp_pat
 
 def test_compare_refuses_a_folder_without_metrics(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="empty: no ifeval_metrics.json or verif_metrics.json"):
+    with pytest.raises(SystemExit, match="empty: no ifeval_metrics.json, ifbench_metrics.json or verif_metrics.json"):
         eval05.main(["--compare", str(tmp_path / "empty"), "--out", str(tmp_path / "report")])
 
 
@@ -307,6 +372,7 @@ def test_the_compare_report_gives_paired_differences_with_bootstrap_intervals(tm
                     if line.startswith("| punctuation | 20 | 50.0 | 100.0 | +50.0 |"))
     assert "worse" not in category
     assert "0 of the 541 IFEval prompts appear in it word for word, 0 share a run of 13 words with it" in table
+    assert "0 of the 300 IFBench prompts appear in it word for word, 0 share a run of 13 words with it" in table
 
 
 def test_a_category_whose_whole_interval_is_below_zero_is_marked_worse():
@@ -327,12 +393,13 @@ def test_a_category_whose_whole_interval_is_below_zero_is_marked_worse():
 
 
 def test_ifeval_prompts_in_the_training_data_are_found(tmp_path):
-    ifeval = eval05.read_ifeval_input(eval05.IFEVAL_INPUT)
+    ifeval = eval05.read_prompts(eval05.IFEVAL_INPUT)
     rows = [{"id": "copied", "prompt": "  " + ifeval[3]["prompt"].upper() + " ", "soft": [], "hard": []},
             {"id": "quoted", "prompt": "Answer this: " + " ".join(ifeval[7]["prompt"].split()[:14]), "soft": [],
              "hard": []}]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     overlap = eval05.training_overlap(train)
-    assert overlap["same_text"] == [ifeval[3]["key"]]
-    assert set(overlap["shared_13_gram"]) >= {ifeval[3]["key"], ifeval[7]["key"]}
+    assert overlap["ifeval"]["same_text"] == [ifeval[3]["key"]]
+    assert set(overlap["ifeval"]["shared_13_gram"]) >= {ifeval[3]["key"], ifeval[7]["key"]}
+    assert overlap["ifbench"] == {"prompts": 300, "same_text": [], "shared_13_gram": []}
