@@ -15,11 +15,15 @@ everyday instructions with reference answers); VerInstruct rows (prompt, checker
 prompt, instruction_id_list, kwargs); canonical rows. Seeds are composed (default) or back-translated; the others are
 converted as they are.
 
-The composer is back-translation without an LLM: it draws 1-4 IFEval constraints that never contradict each other,
-rewrites the reference response where a constraint shapes it (a title, a postscript, *** dividers, lowercase, ...),
-reads every count off the result with verify_lib's own checker (fewer than N words, the word "X" at least K times),
-and keeps a constraint only if the reference then follows it. Soft constraints come from the seed (tone, audience,
-style), written to be true of its reference. So every prompt has a response that satisfies it: the reference.
+The composer is back-translation without an LLM: it draws 2-4 constraints that never contradict each other, from
+IFEval's kinds and the kit's own (verify_lib section 3b: first and last words, numbered lists, headings, sentence
+lengths, word order, ...), the least used kinds first and always one that junk text cannot meet; it rewrites the
+reference response where a constraint shapes it (a title, a numbered list, a TL;DR line, lowercase, ...), reads
+every count off the result with verify_lib's own checker (fewer than N words, the word "X" at least K times), keeps a
+constraint only if the reference then follows it, and words each in phrasings of its own (none is IFEval's or
+IFBench's). Soft constraints come from the seed (tone, audience, style), written to be true of its reference. So
+every prompt has a response that satisfies it: the reference. `--composer ifeval` is the first composer (IFEval's
+kinds only, in IFEval-like words), kept so that the data of docs/heldout/train can be rebuilt byte for byte.
 
 Outputs, in --out-dir (default data/; 04_grpo.py reads data/verif_train.jsonl):
     verif_train.jsonl, verif_eval.jsonl            canonical examples, split by source instruction
@@ -65,11 +69,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-share", type=float, default=0.1,
                    help="share of source instructions held out for evaluation (default 0.1)")
     g = p.add_argument_group("composer (the offline default)")
+    g.add_argument("--composer", choices=("mixed", "ifeval"), default="mixed",
+                   help="mixed: IFEval's kinds and the kit's own (verify_lib 3b), balanced, 2-4 per prompt, at least "
+                        "one junk-proof, in wordings of our own (default); ifeval: the first composer, IFEval's 25 "
+                        "kinds in IFEval-like wordings, 1-4 per prompt (docs/heldout/train was trained on its output, "
+                        "which it rebuilds byte for byte)")
     g.add_argument("--per-seed", type=int, default=3,
                    help="composed prompts per seed instruction, each with other constraints (default 3)")
-    g.add_argument("--min-hard", type=int, default=1, help="hard constraints per prompt, at least (default 1)")
+    g.add_argument("--min-hard", type=int,
+                   help="hard constraints per prompt, at least (default 2 mixed, 1 ifeval)")
     g.add_argument("--max-hard", type=int, default=4,
-                   help="... and at most (default 4; VerInstruct averages 6.2 constraints with 22 %% hard: ~1.4)")
+                   help="... and at most (default 4; VerInstruct averages 6.2 constraints with 22 %% hard: ~1.4; "
+                        "AllenAI's IF-RLVR found 2-6 per prompt better than 1)")
     g.add_argument("--max-soft", type=int, default=3, help="soft constraints per prompt, at most (default 3)")
     g = p.add_argument_group("back-translation with an LLM (VerIF's method)")
     g.add_argument("--backtranslate", action="store_true", help="ask an LLM for constraints instead of composing")
@@ -89,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.backtranslate and not (args.llm_url and args.llm_model):
         p.error("--backtranslate needs --llm-url and --llm-model")
+    if args.min_hard is None:
+        args.min_hard = 2 if args.composer == "mixed" else 1
     if not 1 <= args.min_hard <= args.max_hard:
         p.error("need 1 <= --min-hard <= --max-hard")
     if not 0 <= args.eval_share < 1:
@@ -634,13 +647,16 @@ LANGUAGES = {"en": "English", "ar": "Arabic", "bg": "Bulgarian", "bn": "Bengali"
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
 
 
-def phrase(instruction_id: str, kwargs: dict, rng: random.Random | None = None) -> str:
-    """The constraint in words: one of its phrasings at random, or the first one when rng is None.
+def phrase(instruction_id: str, kwargs: dict, rng: random.Random | None = None,
+           phrasings: dict[str, list[str]] | None = None) -> str:
+    """The constraint in words: one of its phrasings (default PHRASINGS) at random, or the first one when rng is None.
 
     >>> phrase("length_constraints:number_words", {"num_words": 50, "relation": "less than"})
     'Answer with fewer than 50 words.'
+    >>> phrase("verif:first_word", {"word": "Sure"}, phrasings=OWN_PHRASINGS)
+    'Begin your reply with the word "Sure".'
     """
-    templates = PHRASINGS[instruction_id]
+    templates = (PHRASINGS if phrasings is None else phrasings)[instruction_id]
     template = templates[0] if rng is None else rng.choice(templates)
     return template.format(**_fields(kwargs, rng))
 
@@ -690,7 +706,7 @@ SECTION_WORDS = WORDS["section_words"]
 
 
 def follows(instruction_id: str, kwargs: dict, response: str) -> bool:
-    return verify_lib.ifeval_follows(instruction_id, kwargs, response)
+    return verify_lib.rule_follows(instruction_id, kwargs, response)
 
 
 def checker_count(instruction_id: str, kwargs: dict, count_key: str, response: str,
@@ -1015,13 +1031,377 @@ CONFLICTS = [  # pairs never composed together: they contradict, or together the
     # the whole response is one JSON value
     *(("detectable_format:json_format", other) for other in _JSON_EXCLUDES),
 ]
-_CONFLICTING = {frozenset(pair) for pair in CONFLICTS}
 ADDS_TEXT = {"detectable_format:title", "detectable_content:postscript", "startend:end_checker",
              "combination:repeat_prompt", "detectable_format:json_format", "detectable_format:multiple_sections"}
 
 
 def conflict(a: str, b: str) -> bool:
     return frozenset((a, b)) in _CONFLICTING
+
+
+# ---- the mixed composer (default): IFEval's kinds and the kit's own, balanced, in wordings of our own ----
+# The first composer trained on IFEval's 25 kinds in IFEval's own words, and a policy trained on its data learnt
+# those forms and nothing that carried over to IFBench's 58 other kinds (docs/heldout/README.md). This one draws from
+# IFEval's kinds and the kit's own (verify_lib section 3b), the least used kinds first so that no kind dominates,
+# 2-4 per prompt (AllenAI's IF-RLVR: 2-6 constraints per prompt beat 1), at least one junk-proof kind
+# (verify_lib.JUNK_PROOF), and words every constraint anew: no wording below is IFEval's or IFBench's, and
+# `05_eval.py --compare` finds no run of 13 words shared with either benchmark's prompts.
+OWN_PHRASINGS = {
+    "keywords:existence": [
+        "Work the word{s} {keywords} into your reply.",
+        "Somewhere in the reply, use {keywords}.",
+        "Your reply needs to bring up {keywords} at least once."],
+    "keywords:frequency": [
+        'Say "{keyword}" {rel} {frequency} time{s}.',
+        'Use "{keyword}" {rel} {frequency} time{s} across the reply.',
+        'The word "{keyword}" belongs in the reply {rel} {frequency} time{s}.'],
+    "keywords:forbidden_words": [
+        "Keep the word{s} {forbidden_words} out of the reply.",
+        "Leave out {forbidden_words} entirely.",
+        "Steer clear of the word{s} {forbidden_words}."],
+    "keywords:letter_frequency": [
+        'Let the letter "{letter}" show up {rel} {let_frequency} time{s}.',
+        'Mind the letter "{letter}": use it {rel} {let_frequency} time{s} in all.',
+        'The letter "{letter}" has to appear {rel} {let_frequency} time{s} across the reply.'],
+    "language:response_language": [
+        "Reply in {language_name} only.",
+        "Stick to {language_name} from start to finish.",
+        "Use no language but {language_name}."],
+    "length_constraints:number_sentences": [
+        "Write {rel} {num_sentences} sentence{s} in all.",
+        "Your reply should run to {rel} {num_sentences} sentence{s}.",
+        "Sentence count: {rel} {num_sentences}."],
+    "length_constraints:number_paragraphs": [
+        "Split the reply into {num_paragraphs} paragraph{s}, with a line of *** between neighbouring ones.",
+        "Give {num_paragraphs} paragraph{s}; between each pair, put a line with three asterisks (***).",
+        "Use {num_paragraphs} paragraph{s} in total and separate them with *** dividers."],
+    "length_constraints:number_words": [
+        "Make the reply {rel} {num_words} word{s} long.",
+        "Use {rel} {num_words} word{s} in total.",
+        "Word budget: {rel} {num_words}."],
+    "length_constraints:nth_paragraph_first_word": [
+        'Write {num_paragraphs} paragraph{s} with a blank line between each, and open paragraph {nth_paragraph} '
+        'with the word "{first_word}".',
+        'Lay the reply out as {num_paragraphs} paragraph{s} split by blank lines; the {ordinal} one begins with '
+        '"{first_word}".',
+        '{num_paragraphs} paragraph{s}, blank lines in between; "{first_word}" is the opening word of paragraph '
+        '{nth_paragraph}.'],
+    "detectable_content:number_placeholders": [
+        "Leave {num_placeholders} or more blank{s} to fill in, written in square brackets like [city].",
+        "Put in at least {num_placeholders} bracketed placeholder{s} such as [your name].",
+        "Mark at least {num_placeholders} spot{s} to be filled later with square brackets, e.g. [time]."],
+    "detectable_content:postscript": [
+        'Add a closing note that starts with "{postscript_marker}".',
+        'After the main reply, tack on a line beginning "{postscript_marker}".',
+        'Sign off with a note introduced by "{postscript_marker}".'],
+    "detectable_format:number_bullet_lists": [
+        'Give exactly {num_bullets} markdown bullet{s}, each line opening with "* " or "- ".',
+        "Present exactly {num_bullets} point{s} as a markdown bulleted list.",
+        "The reply holds {num_bullets} markdown bullet line{s}, no more and no fewer."],
+    "detectable_format:number_highlighted_sections": [
+        "Emphasize at least {num_highlights} passage{s} with markdown asterisks, like *this*.",
+        "Mark {num_highlights} or more key phrase{s} in markdown emphasis (*...* or **...**).",
+        "Set at least {num_highlights} part{s} in asterisks to make them stand out."],
+    "detectable_format:multiple_sections": [
+        'Break the reply into {num_sections} section{s}, each headed "{section_spliter}" plus its number ({labels}).',
+        "Lay out {num_sections} section{s}, labelled {labels}.",
+        'Use {num_sections} numbered section{s}; label each with "{section_spliter}" and its number: {labels}.'],
+    "detectable_format:json_format": [
+        "Return the reply as JSON (a code fence around it is fine).",
+        "Make the whole reply one JSON value.",
+        "Reply in JSON and nothing else."],
+    "detectable_format:title": [
+        "Start with a title enclosed in double angle brackets, for example <<morning notes>>.",
+        "Give the reply a heading inside << and >>, like <<a short title>>.",
+        "Put a title in double angle brackets, such as <<title here>>, at the top."],
+    "combination:repeat_prompt": [
+        'Before you reply, copy this request word for word: "{prompt_to_repeat}"; then reply.',
+        'Open by restating "{prompt_to_repeat}" verbatim, and only then respond.',
+        'First echo the request exactly ("{prompt_to_repeat}"), then give your reply.'],
+    "startend:end_checker": [
+        'Make "{end_phrase}" the very last words of the reply.',
+        'Close with exactly "{end_phrase}" and add nothing after it.',
+        'Your final words: "{end_phrase}"'],
+    "startend:quotation": [
+        'Put the entire reply between one pair of double quotes (").',
+        "Enclose everything you write in a single pair of double quotation marks.",
+        "Surround the whole reply with double quotes."],
+    "change_case:capital_word_frequency": [
+        "Write {rel} {capital_frequency} word{s} fully in capitals.",
+        "Use all-caps for {rel} {capital_frequency} word{s}.",
+        "Count of ALL-CAPS words: {rel} {capital_frequency}."],
+    "change_case:english_capital": [
+        "Reply in English, all in uppercase.",
+        "Use only capital letters, in English.",
+        "Every letter of your English reply must be a capital."],
+    "change_case:english_lowercase": [
+        "Reply in English, all in lowercase; no capitals anywhere.",
+        "Use only small letters in your English reply.",
+        "Write in English without a single capital letter."],
+    "punctuation:no_comma": [
+        "Leave out commas.",
+        "No commas anywhere in the reply.",
+        "Write without using a single comma."],
+    "verif:first_word": [
+        'Begin your reply with the word "{word}".',
+        'The first word you write must be "{word}".',
+        'Open with "{word}" as your first word.'],
+    "verif:last_word": [
+        'End your reply on the word "{word}".',
+        'Make "{word}" your final word (punctuation after it is fine).',
+        'The last word of the reply has to be "{word}".'],
+    "verif:no_repeated_bigram": [
+        "Write at least eight words, and never use the same two-word sequence twice.",
+        "Do not repeat any pair of neighbouring words anywhere in the reply (eight words or more).",
+        "Each two-word run in your reply may appear only once; write eight words or more."],
+    "verif:distinct_sentence_openers": [
+        "Write at least {min_sentences} sentences, each starting with a different word.",
+        "Use {min_sentences} or more sentences, and never open two of them with the same word.",
+        "No two sentences may begin with the same word; write at least {min_sentences}."],
+    "verif:max_sentence_words": [
+        "Write at least two sentences, none over {max_words} words.",
+        "Keep every sentence to {max_words} words or fewer, and write more than one.",
+        "Short sentences only: {max_words} words at most each, two or more of them."],
+    "verif:min_sentence_words": [
+        "Write at least two sentences, each with {min_words} words or more.",
+        "No sentence shorter than {min_words} words; use at least two.",
+        "Make each sentence at least {min_words} words long, with two or more sentences."],
+    "verif:numbered_list": [
+        'Give your points as a numbered list of exactly {num_items} different items ("1.", "2.", ...), one per line.',
+        "Number exactly {num_items} distinct items, 1 to {num_items}, one per line.",
+        'Lay out {num_items} numbered lines ("1.", "2." and so on), all different, each a few words long.'],
+    "verif:line_count": [
+        "Write exactly {num_lines} lines, each holding a few words and no two alike.",
+        "Your reply should be {num_lines} different lines of text, no more and no fewer.",
+        "Use {num_lines} lines exactly; every line different and more than one word."],
+    "verif:markdown_headings": [
+        "Organize the reply under {num_headings} markdown heading{s} (lines starting with #), each followed by text.",
+        "Use exactly {num_headings} different markdown heading{s} beginning with # and put some text under each.",
+        'Include {num_headings} "#" heading{s}, each with a sentence or more beneath it.'],
+    "verif:end_with_question": [
+        "After your reply, finish with a question.",
+        "Close the reply by asking a question of at least three words.",
+        "Your last sentence, after at least one other, should be a question."],
+    "verif:keyword_order": [
+        'Use the words "{first}" and "{second}", with every "{first}" coming before the first "{second}".',
+        'Mention "{first}" before you mention "{second}", and both at least once.',
+        'Both "{first}" and "{second}" must appear, and "{first}" never after "{second}".'],
+    "verif:wrap_in_tag": [
+        "Put your whole reply inside <{tag}> and </{tag}>.",
+        "Wrap the reply in <{tag}>...</{tag}> tags, with nothing outside them.",
+        "Begin with <{tag}> and end with </{tag}>, the reply in between."],
+    "verif:tldr_line": [
+        'Finish with a one-line summary starting "TL;DR:" in at most {max_words} words.',
+        'Add a last line "TL;DR: ..." that sums up the reply in {max_words} words or fewer.',
+        'End on a "TL;DR:" line of no more than {max_words} words.'],
+    "verif:letter_count": [
+        "Use {rel} {num_letters} letters (a-z, each one counted) in the reply.",
+        "Letter budget: {rel} {num_letters} letters in total.",
+        "The reply should contain {rel} {num_letters} alphabetic characters."],
+    "verif:hyphenated_words": [
+        'Use at least {num_words} hyphenated word{s}, like "well-known".',
+        'Include {num_words} or more different hyphenated term{s} (e.g. "long-term").',
+        "Work in at least {num_words} distinct word{s} joined by a hyphen."],
+    "verif:comma_every_sentence": [
+        "Put a comma in every sentence, and write at least two.",
+        "Each of your sentences (two or more) needs at least one comma.",
+        "Every sentence must contain a comma; use two sentences or more."],
+}
+CLOSING_QUESTIONS = ["Does this help with what you needed?", "Which part would you like to explore next?",
+                     "Would you like more detail on any step?", "What would you try first?"]
+HEADINGS = ["Details", "In practice", "Next steps", "More to know"]
+TAGS = ["answer", "reply", "response"]
+
+
+# -- shaping makers of the kit's kinds --
+def prose_sentences(response: str) -> list[str] | None:
+    """The reference's sentences, 2-6 of them, where it is plain prose (no code, lists, headings or markup) and
+    each has at least two words; None elsewhere."""
+    if has_code(response) or re.search(r"^\s*([-*#>|]|\d+[.)])", response, re.M) or re.search(r"[<>*\[\]]", response):
+        return None
+    sentences = [" ".join(s.split()) for s in verify_lib.split_sentences(response)]
+    if not 2 <= len(sentences) <= 6 or any(verify_lib.count_words(s) < 2 for s in sentences):
+        return None
+    return sentences
+
+
+def make_numbered_list(rng: random.Random, response: str, seed: Seed) -> Made:
+    """One numbered line per sentence of a plain-prose reference."""
+    sentences = prose_sentences(response)
+    if not sentences:
+        return None
+    return {"num_items": len(sentences)}, "\n".join(f"{i}. {s}" for i, s in enumerate(sentences, start=1))
+
+
+def make_line_count(rng: random.Random, response: str, seed: Seed) -> Made:
+    """One line per sentence of a plain-prose reference."""
+    sentences = prose_sentences(response)
+    return ({"num_lines": len(sentences)}, "\n".join(sentences)) if sentences else None
+
+
+def make_markdown_headings(rng: random.Random, response: str, seed: Seed) -> Made:
+    """The seed's title as a "# " heading on top; where the reference has paragraphs, a second heading before the
+    last of them."""
+    if not seed.title or has_code(response) or re.search(r"^\s*#", response, re.M):
+        return None
+    paragraphs = paragraphs_of(response)
+    if paragraphs and rng.random() < 0.5:
+        body = "\n\n".join(paragraphs[:-1]) + f"\n\n## {rng.choice(HEADINGS)}\n{paragraphs[-1]}"
+        return {"num_headings": 2}, f"# {seed.title}\n{body}"
+    return {"num_headings": 1}, f"# {seed.title}\n{response}"
+
+
+def make_end_with_question(rng: random.Random, response: str, seed: Seed) -> Made:
+    """A closing question after the reference."""
+    return None if has_code(response[-200:]) else ({}, f"{response}\n\n{rng.choice(CLOSING_QUESTIONS)}")
+
+
+def make_tldr_line(rng: random.Random, response: str, seed: Seed) -> Made:
+    """A last line "TL;DR: ..." from the words of the reference's first sentence (at most 8 of them)."""
+    if "TL;DR" in response:
+        return None
+    words = re.findall(r"[A-Za-z][A-Za-z'-]*", (verify_lib.split_sentences(response) or [""])[0])[:8]
+    if len(words) < 3:
+        return None
+    return {"max_words": rng.choice([10, 12, 15])}, f"{response}\n\nTL;DR: {' '.join(words).lower()}."
+
+
+def make_wrap_in_tag(rng: random.Random, response: str, seed: Seed) -> Made:
+    """The whole reference inside <tag> and </tag>."""
+    tag = rng.choice(TAGS)
+    return None if f"<{tag}" in response else ({"tag": tag}, f"<{tag}>\n{response}\n</{tag}>")
+
+
+# -- measuring makers of the kit's kinds --
+def make_first_word(rng: random.Random, response: str, seed: Seed) -> Made:
+    """The reference's first word (a word of letters)."""
+    words = verify_lib.word_runs(response)
+    return ({"word": words[0].lower()}, response) if words and words[0].isalpha() else None
+
+
+def make_last_word(rng: random.Random, response: str, seed: Seed) -> Made:
+    """The reference's last word (a word of letters)."""
+    words = verify_lib.word_runs(response)
+    return ({"word": words[-1].lower()}, response) if words and words[-1].isalpha() else None
+
+
+def make_no_repeated_bigram(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Where the reference repeats no pair of neighbouring words."""
+    return ({}, response) if follows("verif:no_repeated_bigram", {}, response) else None
+
+
+def make_distinct_sentence_openers(rng: random.Random, response: str, seed: Seed) -> Made:
+    """At least N sentences with different first words, N up to the reference's own (2-5)."""
+    n = len(verify_lib.split_sentences(response))
+    if has_code(response) or n < 2 or not follows("verif:distinct_sentence_openers", {"min_sentences": n}, response):
+        return None
+    return {"min_sentences": rng.randint(2, min(n, 5))}, response
+
+
+def _sentence_lengths(response: str) -> list[int] | None:
+    sentences = verify_lib.split_sentences(response)
+    return None if has_code(response) or len(sentences) < 2 else [verify_lib.count_words(s) for s in sentences]
+
+
+def make_max_sentence_words(rng: random.Random, response: str, seed: Seed) -> Made:
+    """No sentence over K words: K the longest sentence, rounded up to a multiple of 5 (at most 30)."""
+    lengths = _sentence_lengths(response)
+    if not lengths or max(lengths) > 30:
+        return None
+    return {"max_words": min(30, 5 * (max(lengths) // 5 + 1 + rng.randint(0, 1)))}, response
+
+
+def make_min_sentence_words(rng: random.Random, response: str, seed: Seed) -> Made:
+    """No sentence under K words: K the shortest sentence or a little less (at least 4)."""
+    lengths = _sentence_lengths(response)
+    if not lengths or min(lengths) < 4:
+        return None
+    return {"min_words": max(4, min(lengths) - rng.randint(0, 2))}, response
+
+
+def make_keyword_order(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Two content words of the reference, the one used only before the other's first use."""
+    words = content_words(response)
+    pairs = [(a, b) for a in words for b in words if a != b and follows("verif:keyword_order",
+                                                                        {"first": a, "second": b}, response)]
+    return ({"first": (pair := rng.choice(pairs))[0], "second": pair[1]}, response) if pairs else None
+
+
+def make_letter_count(rng: random.Random, response: str, seed: Seed) -> Made:
+    """"At least" or "less than" N letters, N a round number on the right side of the count."""
+    count = len(re.findall(r"[A-Za-z]", response))
+    relation, n = threshold(rng, count, step=50 if count < 1000 else 100, least=50, fewest=50)
+    return {"num_letters": n, "relation": relation}, response
+
+
+def make_hyphenated_words(rng: random.Random, response: str, seed: Seed) -> Made:
+    """At least N of the reference's different hyphenated words (1-3)."""
+    count = len({w.lower() for w in re.findall(r"\b[A-Za-z]+(?:-[A-Za-z]+)+\b", response)})
+    return ({"num_words": rng.randint(1, min(count, 3))}, response) if count else None
+
+
+def make_comma_every_sentence(rng: random.Random, response: str, seed: Seed) -> Made:
+    """Where every sentence of the reference has a comma."""
+    return ({}, response) if not has_code(response) and follows("verif:comma_every_sentence", {}, response) else None
+
+
+_IFEVAL_MEASURING = list(MAKERS)[list(MAKERS).index("length_constraints:number_words"):]   # MAKERS: shaping first
+# id -> maker, in the order the mixed composer applies them: the kit's restructuring first, then IFEval's shaping,
+# the kit's additions at the end, the case changes and quotes last of the shaping; then every measuring maker.
+MIXED_MAKERS = {
+    "verif:numbered_list": make_numbered_list,
+    "verif:line_count": make_line_count,
+    "verif:markdown_headings": make_markdown_headings,
+    **{i: MAKERS[i][0] for i in ("length_constraints:number_paragraphs", "detectable_format:multiple_sections",
+                                 "detectable_format:number_highlighted_sections", "detectable_format:title",
+                                 "detectable_content:postscript", "startend:end_checker", "combination:repeat_prompt",
+                                 "detectable_format:json_format")},
+    "verif:end_with_question": make_end_with_question,
+    "verif:tldr_line": make_tldr_line,
+    "verif:wrap_in_tag": make_wrap_in_tag,
+    **{i: MAKERS[i][0] for i in ("change_case:english_lowercase", "change_case:english_capital", "startend:quotation")},
+    **{i: MAKERS[i][0] for i in _IFEVAL_MEASURING},                              # in MAKERS' order
+    "verif:first_word": make_first_word,
+    "verif:last_word": make_last_word,
+    "verif:no_repeated_bigram": make_no_repeated_bigram,
+    "verif:distinct_sentence_openers": make_distinct_sentence_openers,
+    "verif:max_sentence_words": make_max_sentence_words,
+    "verif:min_sentence_words": make_min_sentence_words,
+    "verif:keyword_order": make_keyword_order,
+    "verif:letter_count": make_letter_count,
+    "verif:hyphenated_words": make_hyphenated_words,
+    "verif:comma_every_sentence": make_comma_every_sentence,
+}
+assert set(MIXED_MAKERS) == set(MAKERS) | set(verify_lib.KIT_CHECKERS) and len(MIXED_MAKERS) == 39
+assert set(OWN_PHRASINGS) == set(MIXED_MAKERS)
+_LAYOUTS = ["verif:numbered_list", "verif:line_count", "verif:markdown_headings",
+            "length_constraints:number_paragraphs", "detectable_format:multiple_sections",
+            "length_constraints:nth_paragraph_first_word", "detectable_format:number_bullet_lists"]
+_LAST_THING = ["verif:end_with_question", "verif:tldr_line", "verif:wrap_in_tag", "detectable_content:postscript",
+               "startend:end_checker", "startend:quotation", "detectable_format:json_format"]
+KIT_CONFLICTS = [  # the kit's kinds: pairs never composed together
+    *((a, b) for i, a in enumerate(_LAYOUTS) for b in _LAYOUTS[i + 1:] if a.startswith("verif:")),  # one layout
+    *((a, b) for i, a in enumerate(_LAST_THING) for b in _LAST_THING[i + 1:] if a.startswith("verif:")),  # one end
+    *(("verif:line_count", other) for other in ("detectable_format:title", "combination:repeat_prompt",
+                                                "detectable_content:postscript", "startend:end_checker",
+                                                "verif:end_with_question", "verif:tldr_line")),  # lines they add
+    *(("verif:numbered_list", other) for other in ("detectable_format:json_format", "startend:quotation")),
+    *(("verif:line_count", other) for other in ("detectable_format:json_format", "verif:wrap_in_tag")),
+    *(("verif:markdown_headings", other) for other in ("detectable_format:title", "detectable_format:json_format",
+                                                       "startend:quotation")),     # a heading starts its line
+    *(("verif:wrap_in_tag", other) for other in ("detectable_format:title", "combination:repeat_prompt",
+                                                 "change_case:english_capital", "verif:first_word",
+                                                 "verif:last_word")),
+    *(("verif:tldr_line", other) for other in ("change_case:english_lowercase", "change_case:english_capital")),
+    *(("verif:first_word", other) for other in ("detectable_format:json_format", "combination:repeat_prompt")),
+    ("verif:last_word", "detectable_format:json_format"),
+    ("verif:comma_every_sentence", "punctuation:no_comma"),
+    ("verif:max_sentence_words", "verif:min_sentence_words"),
+    ("verif:letter_count", "length_constraints:number_words"),
+]
+_CONFLICTING = {frozenset(pair) for pair in CONFLICTS + KIT_CONFLICTS}   # the first composer never meets the kit's
+MIXED_ADDS_TEXT = ADDS_TEXT | {"verif:markdown_headings", "verif:end_with_question", "verif:tldr_line",
+                               "verif:wrap_in_tag"}
 
 
 def compose(seed: Seed, variant: int, args: argparse.Namespace, applicable: list[str],
@@ -1037,9 +1417,17 @@ def compose(seed: Seed, variant: int, args: argparse.Namespace, applicable: list
         if len(chosen) < n_hard and not any(conflict(instruction_id, c) for c in chosen):
             chosen.append(instruction_id)
 
-    # 2. make, in MAKERS order: shaping makers rewrite the reference, measuring ones read their kwargs off it
+    return build_row(seed, variant, rng, chosen, {i: m for i, (m, _) in MAKERS.items()}, PHRASINGS, ADDS_TEXT, args,
+                     counts)
+
+
+def build_row(seed: Seed, variant: int, rng: random.Random, chosen: list[str], makers: dict[str, Callable],
+              phrasings: dict[str, list[str]], adds_text: set[str], args: argparse.Namespace,
+              counts: collections.Counter) -> Row | None:
+    """Make the chosen constraints on the seed's reference, keep those it then follows, add soft ones, word them."""
+    # 2. make, in the makers' order: shaping makers rewrite the reference, measuring ones read their kwargs off it
     response, made = seed.response, []
-    for instruction_id, (maker, _) in MAKERS.items():
+    for instruction_id, maker in makers.items():
         if instruction_id in chosen:
             result = maker(rng, response, seed)
             if result is None:
@@ -1056,10 +1444,10 @@ def compose(seed: Seed, variant: int, args: argparse.Namespace, applicable: list
 
     # 4. soft constraints from the seed, true of its reference; "style" ones (one sentence, short) only where no
     #    hard constraint added text to the reference
-    categories = [c for c in sorted(seed.soft) if c != "style" or not ADDS_TEXT & set(chosen)]
+    categories = [c for c in sorted(seed.soft) if c != "style" or not adds_text & set(chosen)]
     soft = rng.sample(categories, min(len(categories), rng.randint(0, args.max_soft)))
 
-    texts = [phrase(i, kw, rng) for i, kw in hard]
+    texts = [phrase(i, kw, rng, phrasings) for i, kw in hard]
     example = Example(id=f"{seed.id}-{variant}", prompt=None, messages=None, source="composer",
                       hard=[{"id": i, "kwargs": kw, "text": t} for (i, kw), t in zip(hard, texts)],
                       soft=[seed.soft[c] for c in soft])
@@ -1068,21 +1456,49 @@ def compose(seed: Seed, variant: int, args: argparse.Namespace, applicable: list
     return Row(example, seed.instruction, response, kinds)
 
 
+def compose_mixed(seed: Seed, variant: int, args: argparse.Namespace, applicable: list[str],
+                  counts: collections.Counter, usage: collections.Counter) -> Row | None:
+    """One Row of the mixed composer: 2-4 kinds, the least used so far first (`usage`: kinds kept in earlier rows),
+    one of them junk-proof, none conflicting, worded with OWN_PHRASINGS."""
+    rng = random.Random(f"{args.seed}/{seed.id}/{variant}/mixed")
+    n_hard = rng.randint(args.min_hard, args.max_hard)
+    order = sorted(applicable, key=lambda i: usage[i] + 4 * rng.random())
+    proof = [i for i in order if i in verify_lib.JUNK_PROOF]
+    if not proof:
+        counts["composer: no junk-proof kind applies"] += 1
+        return None
+    chosen = [proof[0]]
+    for instruction_id in order:
+        if len(chosen) < n_hard and instruction_id not in chosen and not any(conflict(instruction_id, c)
+                                                                             for c in chosen):
+            chosen.append(instruction_id)
+    row = build_row(seed, variant, rng, chosen, MIXED_MAKERS, OWN_PHRASINGS, MIXED_ADDS_TEXT, args, counts)
+    if row is not None and not any(c["id"] in verify_lib.JUNK_PROOF for c in row.example.hard):
+        counts["composer: the junk-proof constraint failed on the reference"] += 1
+        return None
+    return row
+
+
 def compose_all(seeds: list[Seed], args: argparse.Namespace, counts: collections.Counter) -> list[Row]:
-    rows = []
+    makers = MIXED_MAKERS if args.composer == "mixed" else {i: m for i, (m, _) in MAKERS.items()}
+    rows, usage = [], collections.Counter()
     for seed in seeds:
         dry = random.Random(0)  # which makers can apply at all, tried once on the plain reference
-        applicable = [i for i, (maker, _) in MAKERS.items() if maker(dry, seed.response, seed)]
+        applicable = [i for i, maker in makers.items() if maker(dry, seed.response, seed)]
         seen = set()
         for variant in range(args.per_seed * 3):  # a few extra tries where a draw repeats an earlier one
             if len(seen) == args.per_seed:
                 break
-            row = compose(seed, variant, args, applicable, counts)
+            if args.composer == "mixed":
+                row = compose_mixed(seed, variant, args, applicable, counts, usage)
+            else:
+                row = compose(seed, variant, args, applicable, counts)
             key = row and tuple(sorted(c["id"] for c in row.example.hard))
             if row is None or key in seen:
                 counts["composer: repeated or empty draw"] += 1
                 continue
             seen.add(key)
+            usage.update(key)
             row.example.id = f"{seed.id}-{len(seen)}"
             rows.append(row)
     return rows

@@ -47,14 +47,18 @@ import verify_lib
 HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
 
 # Kinds of constraint a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of
-# these kinds (a title, keywords, counts of words, sentences or letters, case, commas, ...), not on those that need a
-# long or well-ended answer (an end phrase, closing quotes, JSON, bullet or paragraph counts), which a 135M model cut at
-# 48 tokens never meets. The filter reads the id, not its numbers: "at least 60 words" passes it too.
+# these kinds (a title, keywords, counts of words, sentences or letters, case, commas, first and last words, no
+# repeated word pairs, ...), not on those that need a long or well-ended answer (an end phrase, closing quotes, JSON,
+# bullet, line or paragraph counts, a summary line), which a 135M model cut at 48 tokens never meets. The filter
+# reads the id, not its numbers: "at least 60 words" passes it too.
 SHORT_ANSWER_CONSTRAINTS = (
     "detectable_format:title", "detectable_format:number_highlighted_sections", "detectable_content:postscript",
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
     "length_constraints:number_words", "length_constraints:number_sentences", "change_case:english_lowercase",
-    "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language")
+    "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language",
+    "verif:first_word", "verif:last_word", "verif:no_repeated_bigram", "verif:distinct_sentence_openers",
+    "verif:max_sentence_words", "verif:min_sentence_words", "verif:keyword_order", "verif:letter_count",
+    "verif:hyphenated_words", "verif:comma_every_sentence")
 SETTINGS = {"cpu": {"steps": 15, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
                     "only_constraints": SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
             "heldout": {"steps": 32, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,

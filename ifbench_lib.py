@@ -90,13 +90,7 @@ def score_ifbench(input_rows: Sequence[dict], responses: Sequence[str]) -> dict:
 
 
 IFBENCH_CHECKERS: dict[str, verify_lib.Checker] = {}
-
-
-def _ifbench(instruction_id: str, **params: Callable[[Any], bool]) -> Callable:
-    def register(fn: Callable[..., bool]) -> Callable[..., bool]:
-        IFBENCH_CHECKERS[instruction_id] = verify_lib.Checker(fn, params)
-        return fn
-    return register
+_ifbench = verify_lib._registrar(IFBENCH_CHECKERS)   # @_ifbench(id, **kwarg validators), as verify_lib's registries
 
 
 def _checker_kwargs(instruction_id: str, kwargs: dict) -> tuple[verify_lib.Checker, dict]:

@@ -1,8 +1,11 @@
 """01_build_data.py as specifications: the default run writes canonical train/eval files split by instruction; every
 composed constraint is worded as its kwargs say and its reference follows it; imports of each format; bad input names
 file and line and writes nothing; back-translation against a scripted server keeps its accounts and resumes."""
+import collections
 import contextlib
+import hashlib
 import importlib
+import importlib.util
 import io
 import json
 import re
@@ -35,21 +38,30 @@ def first_paragraph(example):
     return example.instruction.split("\n\n")[0]
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """The default run (data/seeds.jsonl, seed 0), written to a temporary folder."""
-    out_dir = tmp_path_factory.mktemp("default")
-    printed = run_main("--out-dir", out_dir)
+def composed_run(out_dir, *flags):
+    printed = run_main("--out-dir", out_dir, *flags)
     train, eval_ = (verify_lib.load_examples(out_dir / f"verif_{s}.jsonl") for s in ("train", "eval"))
     refs = {r["id"]: r["response"] for s in ("train", "eval")
             for r in read_jsonl(out_dir / f"verif_{s}_references.jsonl")}
     return out_dir, printed, train, eval_, refs
 
 
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default run (data/seeds.jsonl, seed 0, the mixed composer), written to a temporary folder."""
+    return composed_run(tmp_path_factory.mktemp("default"))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The first composer's run (--composer ifeval), which docs/heldout/train was trained on."""
+    return composed_run(tmp_path_factory.mktemp("first"), "--composer", "ifeval")
+
+
 # ---- the default run ----
 def test_default_run_writes_canonical_train_and_eval_files(default_run):
     _, _, train, eval_, refs = default_run
-    assert len(train) > 700 and len(eval_) > 50
+    assert len(train) > 600 and len(eval_) > 50
     assert {e.source for e in train + eval_} == {"composer"}
     assert set(refs) == {e.id for e in train + eval_}
     seeds = read_jsonl(ROOT / "data/seeds.jsonl")
@@ -61,15 +73,17 @@ def test_no_source_instruction_is_in_both_train_and_eval(default_run):
     assert not {first_paragraph(e) for e in train} & {first_paragraph(e) for e in eval_}
 
 
-def test_every_reference_response_scores_1_on_the_hard_constraints_of_its_prompt(default_run):
-    _, _, train, eval_, refs = default_run
+@pytest.mark.parametrize("run", ["default_run", "first_run"])
+def test_every_reference_response_scores_1_on_the_hard_constraints_of_its_prompt(run, request):
+    _, _, train, eval_, refs = request.getfixturevalue(run)
     examples = train + eval_
     results = verify_lib.verif_reward(examples, [refs[e.id] for e in examples], None, "rule_only")
     assert all(r.score == 1.0 for r in results), [e.id for e, r in zip(examples, results) if r.score != 1.0][:5]
 
 
-def test_composed_prompts_have_1_to_4_hard_constraints_and_the_seeds_soft_ones(default_run):
-    _, _, train, eval_, _ = default_run
+@pytest.mark.parametrize("run", ["default_run", "first_run"])
+def test_composed_prompts_have_1_to_4_hard_constraints_and_the_seeds_soft_ones(run, request):
+    _, _, train, eval_, _ = request.getfixturevalue(run)
     seeds = {s["instruction"]: s for s in read_jsonl(ROOT / "data/seeds.jsonl")}
     for e in train + eval_:
         assert 1 <= len(e.hard) <= 4
@@ -80,8 +94,8 @@ def test_composed_prompts_have_1_to_4_hard_constraints_and_the_seeds_soft_ones(d
 
 def test_the_report_shows_the_statistics_beside_verinstructs(default_run):
     _, printed, train, eval_, _ = default_run
-    n_seeds = len(read_jsonl(ROOT / "data/seeds.jsonl"))
-    assert f"{len(train) + len(eval_)} rows from {n_seeds} source instructions" in printed
+    n_sources = len({first_paragraph(e) for e in train + eval_})   # 255 of 289 seeds; the rest hold no junk-proof kind
+    assert f"{len(train) + len(eval_)} rows from {n_sources} source instructions" in printed and n_sources > 250
     for line in ("rows", "constraints per row", "hard / soft share", "prompt words", "constraints by type"):
         assert line in printed
     assert "22,000" in printed and "6.2" in printed and "22 % / 78 %" in printed
@@ -214,10 +228,11 @@ def test_every_phrasing_of_every_instruction_shows_its_kwargs(instruction_id):
 
 def test_composed_instructions_have_several_phrasings():
     assert all(len(build.PHRASINGS[i]) >= 3 for i in build.MAKERS)
+    assert all(len(build.OWN_PHRASINGS[i]) >= 3 for i in build.MIXED_MAKERS)
 
 
-def test_every_composed_constraint_is_worded_as_its_kwargs_say(default_run):
-    _, _, train, eval_, _ = default_run
+def test_every_composed_constraint_is_worded_as_its_kwargs_say(first_run):
+    _, _, train, eval_, _ = first_run
     for e in train + eval_:
         for c in e.hard:
             assert_agree(c["id"], c["kwargs"], c["text"])
@@ -225,8 +240,9 @@ def test_every_composed_constraint_is_worded_as_its_kwargs_say(default_run):
                 assert c["kwargs"]["prompt_to_repeat"] == first_paragraph(e)
 
 
-def test_contradictory_instructions_are_never_composed_together(default_run):
-    _, _, train, eval_, _ = default_run
+@pytest.mark.parametrize("run", ["default_run", "first_run"])
+def test_contradictory_instructions_are_never_composed_together(run, request):
+    _, _, train, eval_, _ = request.getfixturevalue(run)
     known = [("change_case:english_lowercase", "change_case:capital_word_frequency"),
              ("change_case:english_lowercase", "change_case:english_capital"),
              ("change_case:english_capital", "change_case:capital_word_frequency"),
@@ -240,11 +256,108 @@ def test_contradictory_instructions_are_never_composed_together(default_run):
         assert not [(a, b) for a in ids for b in ids if build.conflict(a, b)], e.id
 
 
-def test_composed_data_uses_most_of_the_registry(default_run):
-    _, printed, _, _, _ = default_run
+def test_composed_data_uses_most_of_the_registry(first_run, default_run):
+    _, printed, _, _, _ = first_run
     used = {i for i in verify_lib.IFEVAL_CHECKERS if re.search(rf"{i}\s+\d+", printed)}
     assert used == set(build.MAKERS)
     assert len(used) >= 22
+    _, printed, _, _, _ = default_run
+    used = {i for i in verify_lib.RULE_CHECKERS if re.search(rf"{i}\s+\d+", printed)}
+    assert used == set(build.MIXED_MAKERS) and len(used) == 39
+
+
+# ---- the mixed composer ----
+def shows_kwargs(instruction_id, kw, text):
+    """What the kit's own wordings must show: numbers as digits (or an ordinal), each string kwarg in double quotes
+    (a tag as <tag>, a language by name), a relation as its words."""
+    wanted = []
+    for key, value in kw.items():
+        if key in ("relation", "let_relation", "capital_relation"):
+            wanted.append(REL[value])
+        elif key == "nth_paragraph":
+            wanted.append(rf"(paragraph {value}\b|{ORDINAL[value - 1]} one)")
+        elif key == "section_spliter":
+            wanted.append(re.escape(f'"{value} 1"'))
+        elif key == "language":
+            wanted.append({"en": "English", "de": "German"}[value])
+        elif key == "tag":
+            wanted += [re.escape(f"<{value}>"), re.escape(f"</{value}>")]
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            wanted.append(rf"\b{value}\b")
+        elif isinstance(value, list):
+            wanted += [re.escape(f'"{v}"') for v in value]
+        else:
+            wanted.append(re.escape(f'"{value}"'))
+    for pattern in wanted + must_not_show(kw):
+        found = re.search(pattern, text, flags=re.I)
+        assert (found is not None) == (pattern in wanted), (instruction_id, kw, text, pattern)
+
+
+KIT_SAMPLE_KWARGS = {
+    "verif:first_word": [{"word": "today"}], "verif:last_word": [{"word": "tomorrow"}],
+    "verif:no_repeated_bigram": [{}], "verif:distinct_sentence_openers": [{"min_sentences": 3}],
+    "verif:max_sentence_words": [{"max_words": 15}], "verif:min_sentence_words": [{"min_words": 6}],
+    "verif:numbered_list": [{"num_items": 4}], "verif:line_count": [{"num_lines": 3}],
+    "verif:markdown_headings": [{"num_headings": 2}, {"num_headings": 1}], "verif:end_with_question": [{}],
+    "verif:keyword_order": [{"first": "flour", "second": "oven"}], "verif:wrap_in_tag": [{"tag": "reply"}],
+    "verif:tldr_line": [{"max_words": 12}],
+    "verif:letter_count": [{"num_letters": 300, "relation": "at least"}, {"num_letters": 150, "relation": "less than"}],
+    "verif:hyphenated_words": [{"num_words": 2}], "verif:comma_every_sentence": [{}],
+}
+
+
+@pytest.mark.parametrize("instruction_id", list(build.MIXED_MAKERS))
+def test_every_own_wording_shows_its_kwargs(instruction_id):
+    samples = {**SAMPLE_KWARGS, **KIT_SAMPLE_KWARGS}[instruction_id]
+    for kw in samples:
+        for k in range(6):
+            shows_kwargs(instruction_id, kw, build.phrase(instruction_id, kw, Pick(k), build.OWN_PHRASINGS))
+
+
+def test_every_mixed_constraint_is_worded_as_its_kwargs_say(default_run):
+    _, _, train, eval_, _ = default_run
+    for e in train + eval_:
+        for c in e.hard:
+            shows_kwargs(c["id"], c["kwargs"], c["text"])
+
+
+def test_mixed_prompts_carry_several_kinds_one_of_them_junk_proof(default_run):
+    _, _, train, eval_, _ = default_run
+    examples = train + eval_
+    assert all(any(c["id"] in verify_lib.JUNK_PROOF for c in e.hard) for e in examples)
+    assert sum(len(e.hard) >= 2 for e in examples) >= 0.95 * len(examples)
+    assert all(len({c["id"] for c in e.hard}) == len(e.hard) for e in examples)
+
+
+def test_mixed_kinds_are_balanced(default_run):
+    """No kind dominates (the first composer gave startend:quotation 71 of its 780 prompts): every kind is under 8 %
+    of all hard constraints, and 30 or more of the 39 kinds are used at least 25 times."""
+    _, _, train, eval_, _ = default_run
+    kinds = collections.Counter(c["id"] for e in train + eval_ for c in e.hard)
+    total = sum(kinds.values())
+    assert max(kinds.values()) < 0.08 * total, kinds.most_common(3)
+    assert sum(n >= 25 for n in kinds.values()) >= 30 and kinds["startend:quotation"] < 0.03 * total
+
+
+def test_no_mixed_prompt_shares_a_run_of_13_words_with_ifeval_or_ifbench(default_run):
+    out_dir, _, _, _, _ = default_run
+    spec = importlib.util.spec_from_file_location("eval05", ROOT / "05_eval.py")
+    eval05 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval05)
+    for split in ("train", "eval"):
+        overlap = eval05.training_overlap(out_dir / f"verif_{split}.jsonl")
+        assert {b: (o["same_text"], o["shared_13_gram"]) for b, o in overlap.items() if b != "train_file"} == {
+            "ifeval": ([], []), "ifbench": ([], [])}
+
+
+def test_the_first_composer_still_writes_the_files_docs_heldout_train_was_trained_on(first_run):
+    """--composer ifeval rebuilds, byte for byte, the data of the committed held-out run (docs/heldout/train)."""
+    out_dir, _, _, _, _ = first_run
+    digests = {name: hashlib.sha256((out_dir / name).read_bytes()).hexdigest()[:16]
+               for name in ("verif_train.jsonl", "verif_eval.jsonl")}
+    assert digests == {"verif_train.jsonl": "19d91e38a502dc89", "verif_eval.jsonl": "b3f3309cfa417a94"}
 
 
 # ---- imports ----

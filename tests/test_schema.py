@@ -44,7 +44,7 @@ def hard(instruction_id, kwargs):
 @pytest.mark.parametrize("bad_row, problem", [
     ('{"id": "x", "prompt": "hi"', "malformed JSON"),
     ('[1, 2]', "must be a JSON object"),
-    (hard("keywords:exists", {"keywords": ["a"]}), "unknown IFEval instruction id 'keywords:exists'"),
+    (hard("keywords:exists", {"keywords": ["a"]}), "unknown rule instruction id 'keywords:exists'"),
     (hard("keywords:frequency", {"keyword": "a", "relation": "at least"}), "missing kwarg 'frequency'"),
     (hard("length_constraints:number_words", {"num_words": "100", "relation": "at least"}),
      "kwarg 'num_words' must be a non-negative integer"),
