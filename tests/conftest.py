@@ -45,6 +45,23 @@ def gpt4_responses():
     return [row["response"] for row in read_jsonl(ROOT / "data/ifeval/input_response_data_gpt4_20231107_145030.jsonl")]
 
 
+@pytest.fixture
+def serve():
+    """serve(respond) starts a ScriptedServer (tests/scripted_server.py) that answers with respond(prompt, n); each is
+    closed after the test."""
+    from scripted_server import ScriptedServer
+
+    servers = []
+
+    def start(respond):
+        servers.append(ScriptedServer(respond))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
 @pytest.fixture(scope="session")
 def judge_server() -> tuple[str, str]:
     """(base URL, model) of the real vLLM judge server that .ci/run starts (scripts/serve_judge.sh)."""

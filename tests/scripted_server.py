@@ -15,6 +15,10 @@ def chat_reply(content, finish_reason="stop", reasoning=None):
                                                                  "finish_reason": finish_reason}]}
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128   # the listen backlog: socketserver's 5 makes a burst of new connections wait 1 s each
+
+
 class ScriptedServer:
     """`respond(prompt, n)` gets the judge prompt and the request's number (0-based) and returns one of:
     (status, body_dict_or_text[, headers]) or ("hang", seconds). Counts requests and the most seen in flight; GET
@@ -71,7 +75,7 @@ class ScriptedServer:
                     with server._lock:
                         server.in_flight -= 1
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()

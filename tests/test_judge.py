@@ -3,25 +3,12 @@ value, never a wrong number. Plus the prompt contract, parsing, cache and de-dup
 import socket
 
 import pytest
-from scripted_server import ScriptedServer, chat_reply, quoted_response
+from scripted_server import chat_reply, quoted_response
 
 import verify_lib
 from verify_lib import Judge, Verdict
 
 ITEM = ("Write a greeting.", "Hello there!", ["The tone is friendly."])
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(respond):
-        servers.append(ScriptedServer(respond))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 def judge_for(server_or_url, **kw):
