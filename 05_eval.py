@@ -25,6 +25,12 @@ Put runs side by side (a markdown table with deltas against the first run, and a
 
     python 05_eval.py --compare runs/eval/base runs/eval/sft runs/eval/grpo --out runs/eval/compare
 
+Measure the judge itself before it enters the reward (the judge bench; a table, and --out's JSON): does it verify
+better than a judge that always says "follows", or a coin, on THU-KEG's IFBench pairs (VerIF's Table 1), on IFEval
+constraints with ground truth, and on answers that cannot comply? 95 % Wilson intervals, per part:
+
+    python 05_eval.py --judge-bench --judge-url http://127.0.0.1:8000/v1 --limit 100   # 100 cases of each part
+
 A run folder (default runs/eval/<model name>[+<adapter name>...]) keeps everything about one model:
   config.json             the arguments; a rerun with other generation settings (model, adapter, backend, server,
                           max new tokens, temperature, top-p) is refused, so one file never mixes two models
@@ -42,11 +48,18 @@ A response that thinks first is scored on the text after its last </think> (veri
 IFBench as in the VerIF reward.
 """
 import argparse
+import contextlib
 import dataclasses
 import functools
+import importlib
+import io
 import json
+import math
+import random
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +72,9 @@ IFBENCH_INPUT = ifbench_lib.IFBENCH_INPUT           # data/ifbench/IFBench_test.
 VERIF_EVAL = HERE / "data/verif_eval.jsonl"  # 01_build_data.py's held-out split
 RANDOM_LETTER_KEYS = {1122, 1129}  # IFEval keys where the 2023 reference drew a random letter (see README)
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+PAIRS_FILE = HERE / "data/thukeg_ifbench/data.converted.json"   # THU-KEG's IFBench: VerIF's Table 1 verifier bench
+BENCH_ANSWERS = [HERE / "docs/heldout/base", HERE / "docs/heldout/grpo"]   # the kit's committed IFEval answers
+BENCH_PARTS = ("pairs", "constraints", "noncompliant")
 
 
 # ---- arguments ----
@@ -87,7 +103,9 @@ def parse_args(argv=None):
     g.add_argument("--batch-size", type=int,
                    help="prompts per generate call, and per save (default: 8 with hf, 64 with vllm or a server)")
     g.add_argument("--device", help="hf backend: cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--limit", type=int, help="only the first N prompts of each task (default: all)")
+    g.add_argument("--limit", type=int, help="only the first N prompts of each task (default: all); with "
+                                             "--judge-bench, N cases of each part (N pairs), drawn at random with "
+                                             "seed 0")
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--tasks", nargs="+", choices=("ifeval", "ifbench", "verif"), default=["ifeval", "verif"],
                    help="ifeval; ifbench, AllenAI's 300 prompts of 58 constraint types no training data here has "
@@ -99,7 +117,8 @@ def parse_args(argv=None):
                         "300)")
     g.add_argument("--verif-eval", type=Path,
                    help=f"held-out examples in verify_lib's schema (default: {VERIF_EVAL.relative_to(HERE)}, "
-                        "01_build_data.py's eval split; skipped with a note when it is absent)")
+                        "01_build_data.py's eval split; skipped with a note when it is absent, composed in a "
+                        "temporary folder for --judge-bench)")
     g.add_argument("--judge-url", help="OpenAI-compatible judge for soft constraints (default: none: no soft pass "
                                        "rate, and the reward counts soft constraints as satisfied)")
     g.add_argument("--judge-model", default="judge", help="the judge's model name (default: judge, as "
@@ -120,15 +139,35 @@ def parse_args(argv=None):
                    help="write compare.md and compare.png for these run folders, deltas against the first, with "
                         "paired bootstrap 95%% intervals (the four metrics and each category, IFEval and IFBench)")
     g.add_argument("--out", type=Path, help="with --responses: the metrics JSON file to write (default: none); "
-                                            "with --compare: the report folder (default: runs/eval/compare)")
+                                            "with --compare: the report folder (default: runs/eval/compare); with "
+                                            "--judge-bench: the report JSON (default: runs/eval/judge_bench.json)")
     g.add_argument("--train-data", type=Path, default=HERE / "data/verif_train.jsonl",
                    help="with --compare: the training data, to mark the instruction ids it trained on and to check "
                         "that no IFEval or IFBench prompt is in it (default: data/verif_train.jsonl, when it exists)")
     g.add_argument("--bootstrap", type=int, default=2000,
                    help="with --compare: paired bootstrap draws over prompts for the 95%% intervals (default 2000)")
+    g = p.add_argument_group("the judge bench: how well the judge at --judge-url verifies")
+    g.add_argument("--judge-bench", nargs="*", choices=BENCH_PARTS, metavar="PART",
+                   help="measure the judge instead of a model, on these parts (none named: all three): pairs, "
+                        "THU-KEG's IFBench (VerIF's Table 1); constraints, the IFEval answers of --bench-answers "
+                        "against the rule verdicts; noncompliant, --verif-eval's soft constraints with answers that "
+                        "cannot comply (default: off)")
+    g.add_argument("--bench-pairs", type=Path, default=PAIRS_FILE,
+                   help="THU-KEG's IFBench pairs (default: data/thukeg_ifbench/data.converted.json, 444 pairs, MIT)")
+    g.add_argument("--bench-answers", type=Path, nargs="+", default=BENCH_ANSWERS, metavar="RUN_DIR",
+                   help="run folders with ifeval_responses.jsonl and ifeval_metrics.json (default: docs/heldout/base "
+                        "docs/heldout/grpo, the kit's committed answers of the base and the GRPO-trained model)")
     args = p.parse_args(argv)
     if args.responses and args.compare:
         p.error("--responses and --compare are two different jobs: give one")
+    if args.judge_bench is not None and (args.responses or args.compare):
+        p.error("--judge-bench measures a judge; --responses and --compare score models: give one job")
+    if args.judge_bench is not None and not args.judge_url:
+        p.error("--judge-bench measures the judge at --judge-url: give one (scripts/serve_judge.sh serves a model)")
+    if args.judge_bench == []:
+        args.judge_bench = list(BENCH_PARTS)
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit {args.limit}: must be at least 1")
     if args.server_url and (args.backend != "hf" or args.adapter):
         p.error("--server-url generates on the server: --backend and --adapter belong to the server's own setup")
     if args.backend == "vllm" and len(args.adapter) > 1:
@@ -467,7 +506,7 @@ GENERATION_SETTINGS = ("backend", "model", "adapter", "server_url", "server_mode
 
 def run_config(args) -> dict:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-              if k not in ("responses", "compare", "out")}
+              if k not in ("responses", "compare", "out", "judge_bench", "bench_pairs", "bench_answers")}
     if args.model and Path(args.model).exists():
         config["model"] = str(Path(args.model).resolve())
     config["adapter"] = [str(a.resolve()) for a in args.adapter]
@@ -828,17 +867,346 @@ def score_responses_file(args) -> None:
     print_scores(bench, metrics)
 
 
-def judge_client(args, run_dir: Path) -> "verify_lib.Judge | None":
-    """The judge of --judge-url (verdicts cached in the run folder), checked: up and serving --judge-model."""
+def judge_client(args, cache_path: Path | None = None) -> "verify_lib.Judge | None":
+    """The judge of --judge-url (verdicts cached in `cache_path` if given), checked: up and serving --judge-model."""
     if not args.judge_url:
         return None
     judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens,
-                             cache_path=run_dir / "judge_cache.jsonl")
+                             cache_path=cache_path)
     try:
         judge.check()
     except verify_lib.JudgeError as e:
         sys.exit(f"05_eval.py: --judge-url: {e}")
     return judge
+
+
+# ---- judge bench: does the judge verify better than one that always says "follows", or a coin? ----
+# VerIF's reward is only as good as its judge. The paper's Table 1 measures verifiers on THU-KEG's IFBench (444 pairs
+# of a response that follows an instruction's constraints and one that violates some; pairwise accuracy, %): code-only
+# 48.6, LLM-only QwQ-32B 37.4, LLM-only Qwen2.5-72B-Instruct 28.6, code + QwQ-32B 58.1. The bench asks the judge as
+# the reward does (verify_lib.Judge: judge_prompt, parse_verdict), one Case a call, in three parts:
+#   pairs         THU-KEG's pairs, each response against its whole instruction (LLM-only: the paper's middle rows)
+#   constraints   the kit's IFEval answers (--bench-answers), each IFEval instruction sent as if it were soft, against
+#                 the exact rule verdict (strict), per IFEval category
+#   noncompliant  the held-out soft constraints (--verif-eval) with answers that cannot comply: another prompt's
+#                 reference answer, and degenerate text of the kind a hacked policy writes
+# Every rate has a 95 % Wilson interval, beside the floors of two trivial judges: always "follows" and a fair coin.
+WHOLE_INSTRUCTION = "The response satisfies every constraint that the instruction states."
+PAIR_LEVELS = {"level-3": "1 violated", "level-2": "2 violated", "level-1": "3+ violated"}  # THU-KEG's `domain`
+HEADLINE_RATE = {"pairs": "pairwise_accuracy", "constraints": "balanced_accuracy", "noncompliant": "accuracy"}
+TRIVIAL_JUDGES = {"always_follows": (1.0, 0.0), "coin": (0.5, 0.5)}   # their verdicts as (P(yes), P(no))
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One judge call of the bench: does `response` satisfy `constraints`? `truth` is the right verdict."""
+    instruction: str
+    response: str
+    constraints: tuple[str, ...]
+    truth: int                 # 1: it does, 0: it does not
+    group: str                 # its row in the breakdown: a pair's level, an IFEval category, a kind of answer
+    hard: dict | None = None   # constraints part: the rule {"id", "kwargs", "text"} whose verdict is `truth`
+
+    @property
+    def item(self) -> tuple[str, str, list[str]]:
+        """What verify_lib.Judge.verdicts takes."""
+        return self.instruction, self.response, list(self.constraints)
+
+
+BenchJudge = Callable[[list[Case]], list[verify_lib.Verdict]]   # a judge served, run in process, or code checkers
+
+
+def served_judge(judge: verify_lib.Judge) -> BenchJudge:
+    return lambda cases: judge.verdicts([c.item for c in cases])
+
+
+def draw(items: list, limit: int | None, seed: int = 0) -> list:
+    """`limit` of the items drawn at random, the same every run, in their order (all of them without a limit)."""
+    if limit is None or limit >= len(items):
+        return items
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
+
+
+def pair_cases(path: Path, limit: int | None) -> list[Case]:
+    """THU-KEG's pairs as [chosen, rejected, chosen, rejected, ...] (truth 1, 0), each response judged against its
+    whole instruction."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        pairs = [(r["text_chosen"][0]["content"], r["text_chosen"][-1]["content"], r["text_rejected"][-1]["content"],
+                  PAIR_LEVELS.get(r["domain"], r["domain"])) for r in rows]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        sys.exit(f"05_eval.py: --bench-pairs {path}: not THU-KEG's converted IFBench file ({type(e).__name__}: {e})")
+    return [Case(instruction, response, (WHOLE_INSTRUCTION,), truth, level)
+            for instruction, chosen, rejected, level in draw(pairs, limit)
+            for response, truth in ((chosen, 1), (rejected, 0))]
+
+
+def constraint_cases(run_dirs: list[Path], input_path: Path) -> list[Case]:
+    """Each IFEval instruction of each run's answers: the prompt, the answer as scored, the instruction in words (its
+    plainest phrasing, 01_build_data.phrase) and the run's strict verdict on it as the truth."""
+    phrase = importlib.import_module("01_build_data").phrase
+    prompts = {r["key"]: verify_lib.from_ifeval(r) for r in read_prompts(input_path)}
+    cases = []
+    for run_dir in run_dirs:
+        answers, metrics = _run_answers(run_dir)
+        for scored in metrics["per_prompt"]:
+            example, answer = prompts.get(scored["key"]), answers.get(scored["key"])
+            if example is None or answer is None or [h["id"] for h in example.hard] != scored["instruction_id_list"]:
+                sys.exit(f"05_eval.py: {run_dir}: key {scored['key']} of ifeval_metrics.json has no answer in "
+                         f"ifeval_responses.jsonl or other instructions than {input_path}")
+            for hard, followed in zip(example.hard, scored["strict"]):
+                text = phrase(hard["id"], hard["kwargs"])
+                cases.append(Case(example.prompt, scored_text(answer["response"]), (text,), int(followed),
+                                  hard["id"].split(":")[0], {**hard, "text": text}))
+    return cases
+
+
+def _run_answers(run_dir: Path) -> tuple[dict, dict]:
+    responses, metrics = run_dir / "ifeval_responses.jsonl", run_dir / "ifeval_metrics.json"
+    if not responses.exists() or not metrics.exists():
+        sys.exit(f"05_eval.py: --bench-answers {run_dir}: needs ifeval_responses.jsonl and ifeval_metrics.json (a "
+                 "05_eval.py run folder)")
+    try:
+        return read_done(responses, "key"), json.loads(metrics.read_text())
+    except ValueError as e:
+        sys.exit(f"05_eval.py: {e if 'jsonl' in str(e) else f'{metrics}: not JSON ({e})'}")
+
+
+def noncompliant_cases(examples: list[verify_lib.Example], references: dict[str, str]) -> list[Case]:
+    """Per example with soft constraints, answers that cannot comply with them (truth 0): the reference answer of an
+    example of another source instruction, and degenerate_answers."""
+    cases = []
+    for ex in (ex for ex in examples if ex.soft):
+        answers = {"another prompt's answer": _other_answer(ex, examples, references), **degenerate_answers(ex)}
+        cases += [Case(ex.instruction, text, tuple(ex.soft), 0, kind) for kind, text in answers.items() if text]
+    return cases
+
+
+def degenerate_answers(ex: verify_lib.Example) -> dict[str, str]:
+    """What a hacked policy writes (docs/heldout: the 64-step run, from about step 56): runs of rewarded forms built
+    from the example's keywords (those its hard constraints ask for, else the first words of its instruction).
+
+    >>> degenerate_answers(verify_lib.Example("a", "Describe the sea at night.", None, [], ["Sound calm."]))
+    {'<<...>> runs': '<<Describe>><<night>><<Describe>><<night>><<Describe>><<night>><<Describe>><<night>>', \
+'P.S. runs': 'P.S. P.S. P.S.P.S.P.S.P.S. Describe night', 'repeated keywords': 'Describe night Describe night \
+Describe night Describe night Describe night Describe night.'}
+    """
+    asked = [w for h in ex.hard for key in ("keywords", "keyword", "word", "first", "second")
+             for w in _as_list(h.get("kwargs", {}).get(key))]
+    words = asked[:3] or [w for w in ex.instruction.split("\n")[0].strip(".?!").split() if len(w) > 3][:3] or ["yes"]
+    return {"<<...>> runs": "".join(f"<<{w}>>" for w in words) * 4,
+            "P.S. runs": "P.S. P.S. " + "P.S." * 4 + " " + " ".join(words),
+            "repeated keywords": " ".join(words * 6) + "."}
+
+
+def _as_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else [w for w in value or [] if isinstance(w, str)]
+
+
+def _other_answer(ex: verify_lib.Example, examples: list[verify_lib.Example], references: dict[str, str]) -> str | None:
+    """The reference answer of the first example, half the file away, of another source instruction (ids
+    <instruction>-<n>, as 01_build_data.py writes them)."""
+    source = ex.id.rsplit("-", 1)[0]
+    start = examples.index(ex) + len(examples) // 2
+    for other in examples[start:] + examples[:start]:
+        if other.id.rsplit("-", 1)[0] != source and other.id in references:
+            return references[other.id]
+    return None
+
+
+def noncompliant_source(args) -> tuple[list[verify_lib.Example], dict[str, str]]:
+    """--verif-eval's examples and the reference answers beside them; the default file is composed in a temporary
+    folder when absent (01_build_data.py's defaults: the file `python 01_build_data.py` writes)."""
+    if args.verif_eval is None and not VERIF_EVAL.exists():
+        print(f"note: {VERIF_EVAL} is absent: composing it with 01_build_data.py in a temporary folder (seconds)",
+              file=sys.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            return _examples_with_references(compose_verif_eval(Path(tmp)))
+    return _examples_with_references(args.verif_eval or VERIF_EVAL)
+
+
+def compose_verif_eval(out_dir: Path, *build_args: str) -> Path:
+    build = importlib.import_module("01_build_data")
+    with contextlib.redirect_stdout(io.StringIO()):      # its data report
+        build.main(["--out-dir", str(out_dir), *build_args])
+    return out_dir / "verif_eval.jsonl"
+
+
+def _examples_with_references(path: Path) -> tuple[list[verify_lib.Example], dict[str, str]]:
+    references = path.with_name(path.stem + "_references.jsonl")
+    try:
+        examples = verify_lib.load_examples(path)
+        if not references.exists():
+            sys.exit(f"05_eval.py: --verif-eval: {references} is absent; the noncompliant part gives each example "
+                     "another's reference answer (01_build_data.py writes them beside the examples)")
+        return examples, {key: answer for _, key, answer in verify_lib.read_responses(references)}
+    except (OSError, ValueError) as e:  # ExampleError names file and line
+        sys.exit(f"05_eval.py: {e}")
+
+
+# ---- judge bench: rates with Wilson intervals, the trivial judges' floors ----
+def yes_no(verdicts: list[verify_lib.Verdict]) -> list[tuple[float, float]]:
+    """Each verdict as (P(yes), P(no)): [[1]] is (1, 0), [[0]] is (0, 1), no verdict is (0, 0): never right. The
+    trivial judges' expected verdicts are the same kind of pair (TRIVIAL_JUDGES), so one arithmetic scores all."""
+    return [(float(v.value == 1), float(v.value == 0)) for v in verdicts]
+
+
+def rates(truths: list[int], answers: list[tuple[float, float]]) -> dict:
+    """Accuracy, true-positive rate (yes when the response complies), true-negative rate (no when it does not), the
+    "yes" rate, and balanced accuracy, (TPR + TNR) / 2: 0.5 for every judge that ignores the response (always yes,
+    always no, a coin), so it is the rate to read where most answers fail. Each {"value", "low", "high"}, or None
+    without cases; balanced accuracy's interval is the mean of the two Wilson intervals' ends (conservative)."""
+    pos = [a for t, a in zip(truths, answers) if t]
+    neg = [a for t, a in zip(truths, answers) if not t]
+    out = {"accuracy": proportion(sum(y for y, _ in pos) + sum(n for _, n in neg), len(answers)),
+           "tpr": proportion(sum(y for y, _ in pos), len(pos)),
+           "tnr": proportion(sum(n for _, n in neg), len(neg)),
+           "yes_rate": proportion(sum(y for y, _ in answers), len(answers))}
+    tpr, tnr = out["tpr"], out["tnr"]
+    out["balanced_accuracy"] = {k: (tpr[k] + tnr[k]) / 2 for k in tpr} if tpr and tnr else None
+    return out
+
+
+def pair_rates(chosen: list[tuple[float, float]], rejected: list[tuple[float, float]]) -> dict:
+    """Pairwise accuracy with ties counted apart. A pair is right when the judge passes the response that complies
+    and fails the one that violates, wrong when it does the reverse, and a tie otherwise: both passed, both failed,
+    or a verdict missing (a tie is not right). A coin is right on 1/4 of pairs and ties on 1/2; always "follows" is
+    right on none and ties on all.
+
+    >>> {k: v["value"] for k, v in pair_rates([(0.5, 0.5)], [(0.5, 0.5)]).items()}
+    {'pairwise_accuracy': 0.25, 'ties': 0.5, 'wrong': 0.25}
+    """
+    n = len(chosen)
+    right = sum(yes_c * no_r for (yes_c, _), (_, no_r) in zip(chosen, rejected))
+    wrong = sum(no_c * yes_r for (_, no_c), (yes_r, _) in zip(chosen, rejected))
+    return {"pairwise_accuracy": proportion(right, n), "ties": proportion(n - right - wrong, n),
+            "wrong": proportion(wrong, n)}
+
+
+def proportion(k: float, n: int) -> dict | None:
+    if not n:
+        return None
+    low, high = wilson(k, n)
+    return {"value": k / n, "low": low, "high": high}
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of k successes in n trials (95 % with z = 1.96); unlike p ± 1.96 SE it stays inside
+    [0, 1] and is not empty at 0 or n.
+
+    >>> [round(x, 3) for x in wilson(0, 10)], [round(x, 3) for x in wilson(50, 100)]
+    ([0.0, 0.278], [0.404, 0.596])
+    """
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def part_rates(part: str, cases: list[Case], answers: list[tuple[float, float]]) -> dict:
+    """The rates of one part's answers; pairs (cases alternate chosen, rejected) add the pairwise ones."""
+    out = rates([c.truth for c in cases], answers)
+    return {**pair_rates(answers[0::2], answers[1::2]), **out} if part == "pairs" else out
+
+
+def floors(part: str, cases: list[Case]) -> dict[str, dict]:
+    """What each trivial judge scores in expectation on these cases: {judge: {rate: value or None}}."""
+    return {name: {k: v and v["value"] for k, v in part_rates(part, cases, [answer] * len(cases)).items()}
+            for name, answer in TRIVIAL_JUDGES.items()}
+
+
+def against_floors(rate: dict | None, floor: float) -> str:
+    """Where the 95 % interval of the headline rate lies against the higher floor."""
+    if rate is None:
+        return "no cases"
+    if rate["low"] > floor:
+        return "above the floors"
+    return "below the floors" if rate["high"] < floor else "not distinguishable from the floors"
+
+
+def bench_part(part: str, cases: list[Case], judge: BenchJudge) -> dict:
+    """Ask the judge about every case at once (a served judge keeps many calls in flight) and score its verdicts."""
+    start = time.perf_counter()
+    verdicts = judge(cases)
+    seconds = time.perf_counter() - start
+    answers = yes_no(verdicts)
+    groups = {}
+    for group in sorted({c.group for c in cases}):
+        keep = [i for i, c in enumerate(cases) if c.group == group]   # pairs stay [chosen, rejected, ...]
+        groups[group] = {"n": len(keep) // (2 if part == "pairs" else 1),
+                         "truth_rate": sum(cases[i].truth for i in keep) / len(keep),
+                         **part_rates(part, [cases[i] for i in keep], [answers[i] for i in keep])}
+    report = {"n": len(cases) // (2 if part == "pairs" else 1), "verdicts": len(cases),
+              "truth_rate": sum(c.truth for c in cases) / max(len(cases), 1),
+              "no_verdict": sum(v.value is None for v in verdicts),
+              "failed_calls": sum(v.value is None and not (v.error or "").startswith("unparseable") for v in verdicts),
+              "first_error": next((v.error for v in verdicts if v.error), None),
+              "seconds": seconds, "calls_per_s": len(cases) / seconds if seconds > 0 else None,
+              "judge": part_rates(part, cases, answers), "floors": floors(part, cases), "groups": groups}
+    headline = HEADLINE_RATE[part]
+    floor = max(f[headline] for f in report["floors"].values())
+    report["headline"] = {"rate": headline, "floor": floor, "verdict": against_floors(report["judge"][headline], floor)}
+    return report
+
+
+# ---- judge bench: run and report ----
+BENCH_TITLES = {"pairs": "THU-KEG's IFBench pairs, each response judged against its whole instruction",
+                "constraints": "IFEval instructions of the kit's answers, judged as if soft, vs the rule verdicts",
+                "noncompliant": "held-out soft constraints with answers that cannot comply (all should fail)"}
+RATE_LABELS = [("pairwise_accuracy", "pairwise accuracy"), ("ties", "ties (not right)"),
+               ("accuracy", "accuracy (per verdict)"), ("tpr", "true-positive rate"), ("tnr", "true-negative rate"),
+               ("yes_rate", '"yes" rate'), ("balanced_accuracy", "balanced accuracy")]
+
+
+def run_judge_bench(args) -> dict:
+    """The parts of --judge-bench on the judge at --judge-url, printed as each finishes, then the JSON report. No
+    verdict cache on disk: the bench measures the judge as it answers now (a server may serve another model under the
+    same name)."""
+    judge = judge_client(args)   # checked first: a server that is down is named before anything else is done
+    builders = {"pairs": lambda: pair_cases(args.bench_pairs, args.limit),
+                "constraints": lambda: draw(constraint_cases(args.bench_answers, args.input), args.limit),
+                "noncompliant": lambda: draw(noncompliant_cases(*noncompliant_source(args)), args.limit)}
+    cases = {part: builders[part]() for part in BENCH_PARTS if part in args.judge_bench}
+    out = args.out or HERE / "runs/eval/judge_bench.json"
+    report = {"judge_url": args.judge_url, "judge_model": args.judge_model, "judge_max_tokens": args.judge_max_tokens,
+              "limit": args.limit, "intervals": "95 % Wilson (balanced accuracy: the mean of TPR's and TNR's ends)",
+              "pairs_rule": "right: follows passed and violates failed; ties (both passed, both failed, or a verdict "
+                            "missing) are not right", "parts": {}}
+    print(f"judge bench of {args.judge_model} at {args.judge_url} (max {args.judge_max_tokens} tokens a verdict); "
+          "95 % Wilson intervals; floors: the expected rates of a judge that always says \"follows\" and of a coin")
+    for part, part_cases in cases.items():
+        report["parts"][part] = bench_part(part, part_cases, served_judge(judge))
+        print_bench_part(part, report["parts"][part])
+        failed = report["parts"][part]["failed_calls"]
+        if failed > 0.1 * len(part_cases):   # verify_lib.verif_reward's max_judge_failure_share
+            sys.exit(f"05_eval.py: the judge at {args.judge_url} failed on {failed} of {len(part_cases)} calls of the "
+                     f"{part} part (first: {report['parts'][part]['first_error']})")
+    write_json(out, report)
+    verdicts = {part: r["headline"]["verdict"] for part, r in report["parts"].items()}
+    print(f"\nabove the floors on every part: {'yes' if set(verdicts.values()) == {'above the floors'} else 'no'} "
+          f"({'; '.join(f'{p}: {v}' for p, v in verdicts.items())})\nwrote {out}")
+    return report
+
+
+def print_bench_part(part: str, r: dict, title: str | None = None) -> None:
+    pct = lambda x: "     –" if x is None else f"{100 * x:6.1f}"  # noqa: E731
+    ci = lambda x: f"{'–':>6s}{'':15s}" if x is None else \
+        f"{pct(x['value'])} [{100 * x['low']:5.1f}, {100 * x['high']:5.1f}]"  # noqa: E731
+    print(f"\n{title or part}: {BENCH_TITLES[part]}\n  {r['n']} {'pairs' if part == 'pairs' else 'cases'}, "
+          f"{r['verdicts']} verdicts in {r['seconds']:.1f} s ({r['calls_per_s'] or 0:.2f} calls/s), "
+          f"{r['no_verdict']} without a verdict" + (f" (first: {r['first_error']})" if r["first_error"] else ""))
+    print(f"  {'%':24s}{'judge':>6s} {'95 % interval':^14s}{'always follows':>16s}{'coin':>7s}")
+    for key, label in RATE_LABELS:
+        if r["judge"].get(key) is not None:
+            print(f"  {label:24s}{ci(r['judge'][key])}{pct(r['floors']['always_follows'][key]):>16s}"
+                  f"{pct(r['floors']['coin'][key]):>7s}")
+    rate, floor, verdict = r["headline"]["rate"], r["headline"]["floor"], r["headline"]["verdict"]
+    label = dict(RATE_LABELS)[rate]
+    print(f"  => {label}: {verdict} (the higher floor: {pct(floor).strip()})")
+    print(f"  {'by ' + {'pairs': 'level', 'constraints': 'category'}.get(part, 'answer'):24s}{'n':>5s}"
+          f"{'complies':>9s}  {label:^21s}{'yes':>7s}")
+    for group, g in r["groups"].items():
+        print(f"  {group:24s}{g['n']:5d}{pct(g['truth_rate']):>9s}  {ci(g[rate])}{pct(g['yes_rate']['value']):>7s}")
 
 
 def main(argv=None):
@@ -848,6 +1216,8 @@ def main(argv=None):
         return write_comparison(args.compare, args.out or HERE / "runs/eval/compare", args.train_data, args.bootstrap)
     if args.responses:
         return score_responses_file(args)
+    if args.judge_bench:
+        return run_judge_bench(args)
 
     # ---- setup ----
     if args.backend == "vllm" and not args.server_url:
@@ -858,7 +1228,8 @@ def main(argv=None):
                for b in BENCHMARKS.values() if b.name in args.tasks}
     examples = read_verif_examples(args)
     run_dir = args.run_dir or default_run_dir(args)
-    judge = judge_client(args, run_dir) if examples else None   # checked before a model loads or a prompt is sent
+    # the judge, checked before a model loads or a prompt is sent
+    judge = judge_client(args, run_dir / "judge_cache.jsonl") if examples else None
     save_config(run_dir, run_config(args))
     backend = functools.cache(lambda: make_backend(args))  # made on first need: a finished run loads no model
 
