@@ -21,10 +21,15 @@ instead of eight. This stage does the same, small enough to run and measure on a
   3. train     LoRA SFT of the student on the teacher's answers to the --data prompts: 02_sft.py, run in process.
   4. export    the merged student, a plain HF folder that vLLM serves as the judge (scripts/serve_judge.sh).
   5. evaluate  the student after training, as in step 2.
+  6. bench     the constraint part of 05_eval.py's judge bench for the trained student and its teacher: IFEval
+               instructions of the kit's committed answers (docs/heldout), each judged as if it were soft, against
+               the exact rule verdict (balanced accuracy, true-positive and true-negative rates, 95 % intervals,
+               beside the floors of a judge that always says "follows" and of a coin). A served student is measured
+               the same way by `05_eval.py --judge-bench constraints --judge-url ...`.
 
 Outputs in --out-dir (default runs/distill): labels_train.jsonl and labels_eval.jsonl (chat rows for SFT, with the
 teacher's verdict and timing), sft/ (02_sft.py's run), student/ (the export), predictions_{before,after}.jsonl and
-report.json (the evaluation).
+report.json (the evaluation; "bench": step 6).
 """
 import argparse
 import importlib
@@ -67,6 +72,9 @@ def parse_args(argv=None):
                                                      "teacher's answers take 20-60 tokens)")
     a("--eval-batch-size", type=int, default=16, help="judge prompts per generate call in the evaluation")
     a("--skip-before", action="store_true", help="do not evaluate the untrained student")
+    a("--bench-constraints", type=int, default=96,
+      help="step 6: IFEval constraints of 05_eval.py's judge bench, drawn at random with seed 0 from the 1668 of "
+           "docs/heldout's answers, that the trained student and the teacher judge (0: skip step 6)")
     a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
                                                "run is refused)")
     a("--seed", type=int, default=0, help="the student's training (passed to 02_sft.py)")
@@ -81,6 +89,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sft = importlib.import_module("02_sft")  # step 2 is stage 02 itself, called in process
+eval05 = importlib.import_module("05_eval")   # step 6 is 05_eval.py's judge bench, its constraint part
 
 
 # ---- inputs ----
@@ -258,6 +267,41 @@ def print_report(report) -> None:
     for key in keys:
         print(f"{key:32s}" + "".join(f"{report[k][key]:12.4g}" if k in report else f"{'':12s}"
                                      for k in ("before", "after")))
+    for who, part in report.get("bench", {}).items():
+        eval05.print_bench_part("constraints", part, f"the {who} on the judge bench")
+
+
+# ---- step 6: the judge bench's constraint part, for the student and the teacher ----
+def student_judge(model_dir, args) -> "eval05.BenchJudge":
+    """The student in model_dir as a bench judge: its greedy answers to the judge prompts, read by parse_verdict."""
+    model, tokenizer = verify_lib.load_model(model_dir)
+
+    def judge(cases):
+        rows = student_verdicts(model, tokenizer, [verify_lib.judge_prompt(*c.item) for c in cases], args)
+        return [verify_lib.Verdict(r["verdict"], r["answer"], None if r["verdict"] is not None else "unparseable")
+                for r in rows]
+    return judge
+
+
+def teacher_judge(args) -> "eval05.BenchJudge":
+    """The teacher as a bench judge: a served one through verify_lib.Judge (the RL judge's client and prompt), or the
+    code checkers on each case's rule constraint, through code_teacher as in step 1."""
+    if args.teacher_url:
+        return eval05.served_judge(verify_lib.Judge(args.teacher_url, args.teacher_model,
+                                                    max_tokens=args.teacher_max_tokens))
+
+    def judge(cases):
+        pairs = [(verify_lib.Example(f"bench-{i}", c.instruction, None, [c.hard], []), c.response)
+                 for i, c in enumerate(cases)]
+        return [verify_lib.Verdict(label["verdict"], label["answer"]) for label in code_teacher(pairs)]
+    return judge
+
+
+def bench(student_dir, args) -> dict:
+    """{"teacher": part, "student": part}: 05_eval.bench_part on --bench-constraints cases of the constraint part."""
+    cases = eval05.draw(eval05.constraint_cases(eval05.BENCH_ANSWERS, eval05.IFEVAL_INPUT), args.bench_constraints)
+    return {"teacher": eval05.bench_part("constraints", cases, teacher_judge(args)),
+            "student": eval05.bench_part("constraints", cases, student_judge(student_dir, args))}
 
 
 # ---- step 3: train ----
@@ -310,6 +354,10 @@ def main(argv=None):
 
     # ---- 5. the student after training ----
     report["after"] = evaluate(student, labels["eval"], args, "after")
+
+    # ---- 6. the judge bench's constraint part: the student and its teacher against the rule verdicts ----
+    if args.bench_constraints:
+        report["bench"] = bench(student, args)
     verify_lib.save_files_atomically({args.out_dir / "report.json": json.dumps(report, indent=1)})
     print_report(report)
     print(f"student in {student}; serve it as the judge: bash scripts/serve_judge.sh {student}")

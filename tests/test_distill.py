@@ -4,6 +4,7 @@ import importlib
 import json
 
 import pytest
+from scripted_server import ScriptedServer, chat_reply
 
 import verify_lib
 
@@ -67,6 +68,27 @@ def test_agreement_counts_unparseable_answers_as_disagreements():
     assert m["unparseable_share"] == pytest.approx(1 / 6) and m["teacher_pass_share"] == pytest.approx(4 / 6)
 
 
+# ---- step 6: the judge bench's constraint part ----
+def bench_cases(n):
+    return distill.eval05.draw(distill.eval05.constraint_cases(distill.eval05.BENCH_ANSWERS,
+                                                               distill.eval05.IFEVAL_INPUT), n)
+
+
+def test_the_code_teacher_is_the_rule_on_the_bench_s_constraint_part():
+    part = distill.eval05.bench_part("constraints", bench_cases(40), distill.teacher_judge(distill.parse_args([])))
+    assert part["n"] == 40 and part["judge"]["accuracy"]["value"] == 1.0 and part["no_verdict"] == 0
+
+
+def test_a_served_teacher_is_benched_through_the_judge_api():
+    server = ScriptedServer(lambda prompt, n: (200, chat_reply("[[1]]")))
+    try:
+        args = distill.parse_args(["--teacher-url", server.url, "--teacher-model", "judge"])
+        part = distill.eval05.bench_part("constraints", bench_cases(20), distill.teacher_judge(args))
+    finally:
+        server.close()
+    assert server.requests == 20 and part["judge"]["tpr"]["value"] == 1.0 and part["judge"]["tnr"]["value"] == 0.0
+
+
 # ---- the four steps ----
 def write_split(path, rows):
     path.write_text("".join(json.dumps({"id": r[0], "prompt": r[1], "hard": r[2], "soft": []}) + "\n" for r in rows))
@@ -91,7 +113,7 @@ def test_label_train_evaluate_export_end_to_end(tiny_model_dir, tiny_splits, tmp
     out = tmp_path / "distill"
     report = distill.main(["--data", str(train), "--eval-data", str(held_out), "--model", str(tiny_model_dir),
                            "--out-dir", str(out), "--epochs", "2", "--max-steps", "0", "--batch-size", "2", "--max-len", "512",
-                           "--max-new-tokens", "6", "--eval-batch-size", "4"])
+                           "--max-new-tokens", "6", "--eval-batch-size", "4", "--bench-constraints", "5"])
     labels = [json.loads(line) for line in (out / "labels_train.jsonl").read_text().splitlines()]
     assert len(labels) == 8  # 4 references on their own examples + 4 on a sibling's
     assert {r["verdict"] for r in labels} == {0, 1}
@@ -101,6 +123,8 @@ def test_label_train_evaluate_export_end_to_end(tiny_model_dir, tiny_splits, tmp
         assert report[split]["student_tokens_per_verdict"] <= 6
         assert len((out / f"predictions_{split}.jsonl").read_text().splitlines()) == 4
     assert report["after"]["teacher_pass_share"] == pytest.approx(2 / 4)
+    assert report["bench"]["teacher"]["judge"]["accuracy"]["value"] == 1.0   # the code teacher is the rule
+    assert report["bench"]["student"]["n"] == 5 and report["bench"]["student"]["verdicts"] == 5
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     model, _ = verify_lib.load_model(out / "student")  # the export is a plain HF folder
     assert not hasattr(model, "peft_config")
