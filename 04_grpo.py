@@ -24,8 +24,11 @@ cpu shows the reward rising on prompts it sees again and again (~12 min); heldou
 whose prompts it never sees (README "Does it work?"; with --rollout-url ... --rollout-sync weights); more steps
 without a judge make it worse (64 steps: the policy writes runs of rewarded forms that pass every rule).
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
-Outputs in --out-dir: metrics.jsonl (one row per step), samples.jsonl, curves.png, adapter/, checkpoint/ and, with
---merge, merged/ (base + adapter, a plain HF folder).
+Outputs in --out-dir: metrics.jsonl (one row per step, with the signs of reward hacking: truncated_share,
+repeat_share, distinct_2, pass rate per constraint kind), samples.jsonl (a few answers per step and its worst and
+best), curves.png, adapter/ (the last step), checkpoint/ and, with --merge, merged/ (base + adapter, a plain HF
+folder). With --select-every N: selection.jsonl (the held-out pass rate every N steps) and selected/ (the best step's
+adapter and selection.json; with --merge also selected_merged/).
 
 Rollouts on a vLLM server (scripts/serve_policy.sh, its own environment; on a GPU usually several times faster than
 HF generate): each step the adapter is saved to a temporary folder and loaded on the server under a new name (or, with
@@ -34,8 +37,10 @@ prompt come back as token ids with the server's log-probs; the trainer recompute
 far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
 """
 import argparse
+import collections
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -125,6 +130,19 @@ def parse_args(argv=None):
     a("--num-iterations", type=int, default=1, help="mu, updates per rollout batch (1: VerIF)")
     a("--micro-batch-size", type=int, default=16, help="sequences per forward/backward; the gradient is the same")
     a("--mask-truncated", action="store_true", help="leave answers cut at --max-new-tokens out of the loss (DAPO)")
+    a("--truncated-reward", type=float, metavar="R",
+      help="the reward of an answer cut at --max-new-tokens, whatever its checks say: TULU 3 (arXiv 2411.15124) "
+           "penalises answers that never emit an end token, DAPO (arXiv 2503.14476) shapes overlong ones; e.g. 0 or "
+           "-1 (default: none, cut answers are scored like the others)")
+    a("--hard-reduce", choices=["mean", "all"], default="mean",
+      help="h, the hard half of the reward: mean, the share of hard checks passed; all, 1 only if every one passed "
+           "(the released VerIF code's mean_func, which pays nothing for one junk string that meets some forms)")
+    a("--select-every", type=int, default=0, metavar="N",
+      help="every N steps the policy answers --select-data greedily (through --rollout-url when given) and the run "
+           "keeps the best by its hard pass rate in <out-dir>/selected, next to the last (TULU 3 chooses checkpoints "
+           "on held-out evaluation; never on IFEval or IFBench, which are the tests); 0: off")
+    a("--select-data", type=Path, default=HERE / "data/verif_eval.jsonl",
+      help="held-out examples for --select-every (01_build_data.py's eval split)")
     a("--reward-mode", choices=verify_lib.REWARD_MODES, default="product",
       help="product: hard share x judge (released VerIF code); average: the paper; rule_only/judge_only: ablations")
     a("--judge-url", help="OpenAI-compatible judge server for soft constraints (none: soft constraints skipped)")
@@ -163,6 +181,10 @@ def parse_args(argv=None):
     if args.rollout_url and args.init_adapter:
         p.error("--rollout-url serves --model as it is: merge the SFT adapter first (02_sft.py --merge), serve the "
                 "merged folder and pass it as --model")
+    if args.truncated_reward is not None and args.mask_truncated:
+        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
+    if args.select_every < 0:
+        p.error(f"--select-every {args.select_every}: a number of steps, or 0 for off")
     if args.tis_cap is not None and not args.rollout_url:
         p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
     return args
@@ -569,7 +591,7 @@ def sample(model, tokenizer, server, examples, stop_ids: list[int], step: int, a
     try:
         if args.rollout_sync == "weights":
             server.serve_weights(model)
-        elif step > 1:                              # step 1 samples the base model: a fresh LoRA adapter is a no-op
+        elif step != 1:                             # step 1 samples the base model: a fresh LoRA adapter is a no-op
             server.serve(model, step)
         return server_rollout(server, tokenizer, examples, stop_ids, args)
     except RolloutServerError as e:
@@ -606,6 +628,47 @@ def judge_client(args):
     except verify_lib.JudgeError as e:
         sys.exit(f"04_grpo.py: --judge-url: {e}")
     return judge
+
+
+# ---- checkpoint selection on held-out prompts (--select-every) ----
+def selection_examples(args) -> list:
+    """The held-out examples of --select-data that have hard constraints (the selection reads those alone)."""
+    if not args.select_every:
+        return []
+    try:
+        examples = [ex for ex in verify_lib.load_examples(args.select_data) if ex.hard]
+    except (OSError, verify_lib.ExampleError) as e:
+        sys.exit(f"04_grpo.py: --select-data: {e}")
+    if not examples:
+        sys.exit(f"04_grpo.py: --select-data {args.select_data}: no example has hard constraints to select on")
+    return examples
+
+
+def heldout_pass_rate(model, tokenizer, server, examples, stop_ids, step: int, args) -> dict:
+    """The policy as it is now answers the held-out examples greedily; its answers are scored on their hard
+    constraints alone (exact and cheap; the judge is left out): prompt_level, the share of answers that pass all of
+    them, instruction_level, the share of checks passed; and the hacking signs of those answers."""
+    greedy = argparse.Namespace(**{**vars(args), "num_generations": 1, "temperature": 0.0})
+    _, _, _, truncated, texts, _ = sample(model, tokenizer, server, examples, stop_ids, f"{step}-heldout", greedy)
+    results = verify_lib.verif_reward(examples, texts, None, "rule_only", hard_reduce="all",
+                                      instruction_literal=args.instruction_literal)
+    checks = [c.passed for r in results for c in r.hard]
+    return {"step": step, "prompt_level": sum(r.score for r in results) / len(results),
+            "instruction_level": sum(checks) / len(checks), "truncated_share": truncated.float().mean().item(),
+            **text_metrics(texts)}
+
+
+def select_checkpoint(model, tokenizer, server, examples, stop_ids, step: int, best: dict | None, args) -> dict:
+    """Measure the policy on the held-out examples, log it to selection.jsonl, and return the best measurement so far
+    (prompt level first, instruction level to break ties; the earlier step on a full tie)."""
+    row = heldout_pass_rate(model, tokenizer, server, examples, stop_ids, step, args)
+    key = ("prompt_level", "instruction_level")
+    row["best"] = best is None or tuple(row[k] for k in key) > tuple(best[k] for k in key)
+    with open(args.out_dir / "selection.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    tqdm.write(f"step {step}: held-out pass rate {row['prompt_level']:.3f} prompts, {row['instruction_level']:.3f} "
+               f"checks{' (best so far)' if row['best'] else ''}")
+    return row if row["best"] else best
 
 
 # ---- one update ----
@@ -675,15 +738,38 @@ def micro_batches(n: int, size: int) -> list[slice]:
 
 
 # ---- the run folder: logs, checkpoints, curves ----
+def repeats_a_run(text: str, n: int = 4, times: int = 3) -> bool:
+    """Whether some n-gram of the answer's words and punctuation marks occurs `times` times or more: the runs of
+    rewarded forms a hacking policy writes (`<<a title>> <<a title>> <<a title>>`, `P.S. P.S. P.S.`).
+
+    >>> repeats_a_run("P.S. hi. P.S. hi. P.S. hi."), repeats_a_run("One, two, three, four; one, two.")
+    (True, False)
+    """
+    tokens = re.findall(r"\w+|[^\w\s]", text.lower())
+    counts = collections.Counter(zip(*(tokens[i:] for i in range(n))))
+    return bool(counts) and max(counts.values()) >= times
+
+
+def distinct_2(texts: list[str]) -> float:
+    """Distinct word bigrams / all word bigrams over a step's answers (Li et al. 2016's distinct-2): it falls when
+    the answers repeat themselves or one another."""
+    bigrams = []
+    for words in (t.lower().split() for t in texts):
+        bigrams += zip(words, words[1:])
+    return len(set(bigrams)) / len(bigrams) if bigrams else float("nan")
+
+
 def reward_metrics(results, rewards, valid, truncated, completion_mask, group_size) -> dict:
-    """What practitioners look at: reward and its parts, pass rate per constraint type, lengths, zero-variance groups.
-    Rewards count valid answers only (a failed judge call has none); a group with fewer than two of them counts as
-    zero-variance (it gets no advantage)."""
+    """What practitioners look at: reward and its parts, pass rate per constraint category and kind, lengths,
+    zero-variance groups. Rewards count valid answers only (a failed judge call has none); a group with fewer than
+    two of them counts as zero-variance (it gets no advantage)."""
     summary = verify_lib.reward_summary(results)
     per_type: dict[str, list[bool]] = {}
     for r in results:
         for check in r.hard:
-            per_type.setdefault("pass/" + check.name.split(":")[0].split("[")[0], []).append(check.passed)
+            kind = check.name.split("[")[0]                       # "code[2]" -> "code"
+            for key in {"pass/" + kind.split(":")[0], "pass/" + kind}:
+                per_type.setdefault(key, []).append(check.passed)
     lengths = completion_mask.sum(dim=1).float()
     done = ~truncated
     scored = rewards[valid]
@@ -701,15 +787,26 @@ def reward_metrics(results, rewards, valid, truncated, completion_mask, group_si
             **{k: sum(v) / len(v) for k, v in sorted(per_type.items())}}
 
 
+def text_metrics(texts: list[str]) -> dict:
+    """Hacking made visible: the share of answers that repeat a 4-gram three times or more, and distinct-2."""
+    return {"repeat_share": sum(map(repeats_a_run, texts)) / max(len(texts), 1), "distinct_2": distinct_2(texts)}
+
+
 def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results: list, n_samples: int) -> None:
-    """One metrics row, a few sample completions, and a line on the console."""
+    """One metrics row; the first n_samples completions plus the step's worst- and best-scoring ones; a console line."""
+    scored = [i for i, r in enumerate(results) if r.score is not None]
+    picks = [(i, "first") for i in range(min(n_samples, len(texts)))]
+    if scored:
+        picks += [(min(scored, key=lambda i: results[i].score), "worst"),
+                  (max(scored, key=lambda i: results[i].score), "best")]
     with open(out_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     with open(out_dir / "samples.jsonl", "a") as f:
-        for i in range(min(n_samples, len(texts))):
-            f.write(json.dumps({"step": row["step"], "prompt": examples[i].instruction, "completion": texts[i],
-                                "reward": results[i].score}) + "\n")
+        for i, which in picks:
+            f.write(json.dumps({"step": row["step"], "which": which, "prompt": examples[i].instruction,
+                                "completion": texts[i], "reward": results[i].score}) + "\n")
     tqdm.write(f"step {row['step']}: reward {row['reward_mean']:.3f} kl {row['kl']:.4f} len {row['length_mean']:.0f} "
+               f"cut {row['truncated_share']:.2f} repeats {row['repeat_share']:.2f} "
                f"zero-var {row['zero_variance_groups']:.2f}")
 
 
@@ -721,30 +818,49 @@ def claim_out_dir(args) -> None:
         sys.exit(f"04_grpo.py: {e}, or --resume to continue it")
 
 
-def start_or_resume(model, optimizer, scheduler, n_examples: int, args) -> tuple[int, dict]:
-    """(last step done, data_state): a fresh run writes its config and empty logs; --resume restores the checkpoint."""
+def start_or_resume(model, optimizer, scheduler, n_examples: int, args) -> tuple[int, dict, dict | None]:
+    """(last step done, data_state, best held-out measurement or None): a fresh run writes its config and empty logs;
+    --resume restores the checkpoint."""
     if args.resume:
         return load_checkpoint(model, optimizer, scheduler, args.out_dir)
     order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(args.seed)).tolist()
-    (args.out_dir / "metrics.jsonl").write_text("")
-    (args.out_dir / "samples.jsonl").write_text("")
+    for log in ("metrics.jsonl", "samples.jsonl") + (("selection.jsonl",) if args.select_every else ()):
+        (args.out_dir / log).write_text("")
     (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
-    return 0, {"epoch": 0, "position": 0, "order": order}
+    return 0, {"epoch": 0, "position": 0, "order": order}, None
 
 
-def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path) -> None:
-    """Adapter, optimizer, scheduler, RNG states, step and data position in out_dir/checkpoint, swapped in whole for
-    the previous one (verify_lib.save_folder_atomically), so that an interruption never leaves a half-written one."""
+def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path, best: dict | None = None) -> None:
+    """Adapter, optimizer, scheduler, RNG states, step, data position and the best held-out measurement in
+    out_dir/checkpoint, with the best adapter so far in checkpoint/selected; swapped in whole for the previous one
+    (verify_lib.save_folder_atomically), so that an interruption never leaves a half-written one."""
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp / "adapter")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                    "data": data_state, "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                                "numpy": np.random.get_state()}}, tmp / "state.pt")
+                    "data": data_state, "best": best, "rng": {"torch": torch.get_rng_state(),
+                                                             "python": random.getstate(),
+                                                             "numpy": np.random.get_state()}}, tmp / "state.pt")
+        if best is not None:    # the adapter of the best step: this one's, or the previous checkpoint's copy
+            shutil.copytree(tmp / "adapter" if best["step"] == step else out_dir / "checkpoint/selected",
+                            tmp / "selected")
     verify_lib.save_folder_atomically(out_dir / "checkpoint", write)
+    publish_selected(out_dir, best)
 
 
-def load_checkpoint(model, optimizer, scheduler, out_dir: Path) -> tuple[int, dict]:
-    """Restore what save_checkpoint wrote; drop log lines written after it. Returns (step, data_state)."""
+def publish_selected(out_dir: Path, best: dict | None) -> None:
+    """<out-dir>/selected: the checkpoint's best adapter and selection.json (its step and held-out pass rates)."""
+    if best is None:
+        shutil.rmtree(out_dir / "selected", ignore_errors=True)
+        return
+
+    def write(tmp: Path) -> None:
+        shutil.copytree(out_dir / "checkpoint/selected", tmp)
+        (tmp / "selection.json").write_text(json.dumps(best, indent=1) + "\n")
+    verify_lib.save_folder_atomically(out_dir / "selected", write)
+
+
+def load_checkpoint(model, optimizer, scheduler, out_dir: Path) -> tuple[int, dict, dict | None]:
+    """Restore what save_checkpoint wrote; drop log lines written after it. Returns (step, data_state, best)."""
     state = torch.load(out_dir / "checkpoint/state.pt", weights_only=False)
     peft.set_peft_model_state_dict(model, peft.load_peft_weights(out_dir / "checkpoint/adapter"))
     optimizer.load_state_dict(state["optimizer"])
@@ -752,24 +868,37 @@ def load_checkpoint(model, optimizer, scheduler, out_dir: Path) -> tuple[int, di
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
-    for log in (out_dir / "metrics.jsonl", out_dir / "samples.jsonl"):
-        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
-        log.write_text("".join(line + "\n" for line in kept))
-    return state["step"], state["data"]
+    for log in (out_dir / "metrics.jsonl", out_dir / "samples.jsonl", out_dir / "selection.jsonl"):
+        if log.exists():
+            kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= state["step"]]
+            log.write_text("".join(line + "\n" for line in kept))
+    publish_selected(out_dir, state.get("best"))
+    return state["step"], state["data"], state.get("best")
 
 
-def plot_curves(metrics_path: Path, out_png: Path) -> None:
+def plot_curves(out_dir: Path, out_png: Path) -> None:
+    """The step metrics, the hacking signs among them, and the held-out pass rate of --select-every."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    keys = ["reward_mean", "hard_score_mean", "kl", "length_mean", "zero_variance_groups", "grad_norm"]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    selection = out_dir / "selection.jsonl"
+    heldout = [json.loads(line) for line in selection.read_text().splitlines()] if selection.exists() else []
+    keys = ["reward_mean", "hard_score_mean", "kl", "length_mean", "truncated_share", "repeat_share", "distinct_2",
+            "zero_variance_groups", "grad_norm"]
+    fig, axes = plt.subplots(2, 5, figsize=(20, 6))
     for ax, key in zip(axes.flat, keys):
         ax.plot([r["step"] for r in rows], [r.get(key, float("nan")) for r in rows])
         ax.set_title(key)
         ax.set_xlabel("step")
+    ax = axes.flat[-1]
+    for key in ("prompt_level", "instruction_level"):
+        ax.plot([r["step"] for r in heldout], [r[key] for r in heldout], marker="o", label=key)
+    ax.set_title("held-out pass rate (--select-every)")
+    ax.set_xlabel("step")
+    if heldout:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
@@ -783,13 +912,14 @@ def main(argv=None):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     examples = training_examples(args)
+    heldout = selection_examples(args)
     server = rollout_server(args)                   # servers are checked before anything heavy loads
     judge = judge_client(args)
     claim_out_dir(args)
     model, tokenizer = build_policy(args)
     stop_ids = verify_lib.stop_token_ids(model, tokenizer)
     optimizer, scheduler = build_optimizer(model, args)
-    start, data_state = start_or_resume(model, optimizer, scheduler, len(examples), args)
+    start, data_state, best = start_or_resume(model, optimizer, scheduler, len(examples), args)
 
     # ---- the loop ----
     try:
@@ -804,11 +934,13 @@ def main(argv=None):
 
             # ---- rewards (all in verify_lib) and advantages ----
             repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
-            results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode,
+            results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode, hard_reduce=args.hard_reduce,
                                               instruction_literal=args.instruction_literal,
                                               max_judge_failure_share=args.judge_max_failure_share)
             valid = torch.tensor([r.score is not None for r in results])   # a judge failure: no reward, no loss
             rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])       # [N]
+            if args.truncated_reward is not None:                          # TULU 3 / DAPO: cut answers are not paid
+                rewards = torch.where(truncated, args.truncated_reward, rewards)
             advantages = group_advantages(rewards, args.num_generations, args.adv_norm, valid=valid)   # [N]
             t2 = time.perf_counter()
 
@@ -830,12 +962,15 @@ def main(argv=None):
 
             # ---- log and save ----
             row = {"step": step, **reward_metrics(results, rewards, valid, truncated, completion_mask,
-                                                  args.num_generations),
+                                                  args.num_generations), **text_metrics(texts),
                    **update, "lr": scheduler.get_last_lr()[0], "epoch": data_state["epoch"],
                    "seconds_generate": t1 - t0, "seconds_reward": t2 - t1, "seconds_update": t3 - t2}
             log_step(args.out_dir, row, repeated, texts, results, args.log_samples)
-            if step % args.save_every == 0 or step == args.steps:
-                save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir)
+            selecting = args.select_every and (step % args.select_every == 0 or step == args.steps)
+            if selecting:
+                best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, step, best, args)
+            if selecting or step % args.save_every == 0 or step == args.steps:   # the best adapter lives in it
+                save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir, best)
     finally:
         if server is not None:
             server.close()
@@ -844,8 +979,11 @@ def main(argv=None):
     adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
     if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
         verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
-    plot_curves(args.out_dir / "metrics.jsonl", args.out_dir / "curves.png")
-    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}")
+        if best is not None:
+            verify_lib.merge_adapter(args.model, args.out_dir / "selected", args.out_dir / "selected_merged")
+    plot_curves(args.out_dir, args.out_dir / "curves.png")
+    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}"
+          + (f"; the best held-out step, {best['step']}, in {args.out_dir / 'selected'}" if best else ""))
 
 
 if __name__ == "__main__":

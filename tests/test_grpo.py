@@ -312,10 +312,82 @@ def test_two_steps_then_resume_two_steps_equals_four_steps(tiny_model_dir, train
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     assert_same_metrics(resumed, straight)
     assert (tmp_path / "b/adapter/adapter_model.safetensors").exists() and (tmp_path / "b/curves.png").exists()
-    assert len((tmp_path / "b/samples.jsonl").read_text().splitlines()) == 4 * 2
+    assert len((tmp_path / "b/samples.jsonl").read_text().splitlines()) == 4 * (2 + 2)   # 2 first, worst, best
     expected = {"reward_mean", "reward_std", "kl", "clip_low", "clip_high", "grad_norm", "zero_variance_groups",
                 "length_mean", "truncated_share", "pass/punctuation", "pass/length_constraints", "seconds_generate"}
     assert expected <= set(straight[0])
+
+
+# ---- hacking made visible, and the anchors' remedies (issue: learning that lasts) ----
+def test_hacking_metrics_see_runs_of_forms_and_repeated_answers():
+    assert grpo.repeats_a_run("<<a title>> <<a title>> <<a title>>") and grpo.repeats_a_run("P.S. P.S. P.S. P.S. ok")
+    assert not grpo.repeats_a_run("The cat sat on the mat, and the dog sat on the rug.")   # 2 of "sat on the", not 3
+    assert grpo.distinct_2(["a b c", "d e f"]) == 1.0 and grpo.distinct_2(["a b a b a b"]) == 2 / 5
+    assert math.isnan(grpo.distinct_2(["one", ""]))                  # no bigram at all: undefined, not 0 or 1
+
+
+def test_metrics_rows_carry_the_hacking_signs_and_samples_the_worst_and_best(tiny_model_dir, train_file, tmp_path):
+    rows = run(tiny_model_dir, train_file, tmp_path, "--steps", "2", "--log-samples", "1")
+    assert {"repeat_share", "distinct_2", "truncated_share", "pass/punctuation:no_comma",
+            "pass/length_constraints:number_words"} <= set(rows[0])
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [s["which"] for s in samples] == ["first", "worst", "best"] * 2
+    for step in (1, 2):
+        worst, best = (next(s["reward"] for s in samples if s["step"] == step and s["which"] == w)
+                       for w in ("worst", "best"))
+        assert worst <= best
+
+
+def test_truncated_reward_replaces_the_score_of_cut_answers(tiny_model_dir, train_file, tmp_path):
+    """A random tiny model rarely stops within 8 tokens: most answers are cut and then earn exactly -5."""
+    rows = run(tiny_model_dir, train_file, tmp_path, "--steps", "1", "--truncated-reward", "-5")
+    cut = rows[0]["truncated_share"]
+    assert cut > 0
+    assert -5 * cut - 1e-6 <= rows[0]["reward_mean"] <= -5 * cut + (1 - cut) + 1e-6
+    with pytest.raises(SystemExit):
+        grpo.parse_args(["--truncated-reward", "0", "--mask-truncated"])
+
+
+def test_hard_reduce_all_pays_only_answers_that_pass_every_check(tiny_model_dir, train_file, tmp_path):
+    run(tiny_model_dir, train_file, tmp_path, "--steps", "2", "--hard-reduce", "all", "--log-samples", "8")
+    rewards = {json.loads(line)["reward"] for line in (tmp_path / "samples.jsonl").read_text().splitlines()}
+    assert rewards <= {0.0, 1.0}
+    mean_run = run(tiny_model_dir, train_file, tmp_path / "mean", "--steps", "2", "--log-samples", "8")
+    assert mean_run[0]["hard_score_mean"] >= 0       # the default still averages (the 0.5s are checked in
+    assert grpo.parse_args([]).hard_reduce == "mean"  # test_reward.py's verif_reward tests)
+
+
+def test_selection_keeps_the_best_held_out_step_and_its_adapter_measures_as_logged(tiny_model_dir, train_file,
+                                                                                    tmp_path):
+    run(tiny_model_dir, train_file, tmp_path, "--steps", "3", "--select-every", "2", "--select-data", str(train_file))
+    rows = [json.loads(line) for line in (tmp_path / "selection.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 3]                       # every 2 steps, and the last step
+    chosen = json.loads((tmp_path / "selected/selection.json").read_text())
+    best = max(rows, key=lambda r: (r["prompt_level"], r["instruction_level"], -r["step"]))
+    assert chosen["step"] == best["step"] and chosen["prompt_level"] == best["prompt_level"]
+    # the selected adapter, loaded afresh, answers the held-out prompts exactly as measured at its step
+    base, tokenizer = verify_lib.load_model(tiny_model_dir)
+    model = peft.PeftModel.from_pretrained(base, tmp_path / "selected")
+    args = grpo.parse_args(["--max-new-tokens", "8", "--select-every", "2", "--select-data", str(train_file),
+                            "--out-dir", str(tmp_path)])
+    examples = verify_lib.load_examples(train_file)
+    again = grpo.heldout_pass_rate(model, tokenizer, None, examples, verify_lib.stop_token_ids(model, tokenizer),
+                                   chosen["step"], args)
+    assert (again["prompt_level"], again["instruction_level"]) == (chosen["prompt_level"], chosen["instruction_level"])
+
+
+def test_selection_survives_a_resume(tiny_model_dir, train_file, tmp_path):
+    flags = ("--select-every", "1", "--select-data", str(train_file))
+    straight = run(tiny_model_dir, train_file, tmp_path / "a", "--steps", "4", *flags)
+    run(tiny_model_dir, train_file, tmp_path / "b", "--steps", "2", *flags)
+    resumed = run(tiny_model_dir, train_file, tmp_path / "b", "--steps", "4", "--resume", *flags)
+    assert_same_metrics(resumed, straight)
+    a, b = ([json.loads(line) for line in (tmp_path / run_dir / "selection.jsonl").read_text().splitlines()]
+            for run_dir in ("a", "b"))
+    assert [(r["step"], r["prompt_level"], r["instruction_level"]) for r in a] == [
+        (r["step"], r["prompt_level"], r["instruction_level"]) for r in b]
+    assert (json.loads((tmp_path / "a/selected/selection.json").read_text())["step"]
+            == json.loads((tmp_path / "b/selected/selection.json").read_text())["step"])
 
 
 def test_merge_writes_base_plus_the_trained_adapter(tiny_model_dir, train_file, tmp_path):
@@ -361,7 +433,7 @@ def test_the_cpu_setting_trains_only_on_short_answer_constraints(tiny_model_dir,
                "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "4", "--log-samples", "4"])
     assert "training on the 1 of 2 examples" in capsys.readouterr().err
     samples = [json.loads(line) for line in (tmp_path / "run/samples.jsonl").read_text().splitlines()]
-    assert {s["prompt"] for s in samples} == {"Say hi."} and len(samples) == 4
+    assert {s["prompt"] for s in samples} == {"Say hi."} and sum(s["which"] == "first" for s in samples) == 4
     with pytest.raises(SystemExit, match="no example of"):
         grpo.main(["--model", str(tiny_model_dir), "--data", str(data), "--out-dir", str(tmp_path / "run2"),
                    "--only-constraints", "startend:quotation"])

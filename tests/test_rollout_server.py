@@ -132,6 +132,25 @@ def test_a_grpo_run_trains_over_the_server_and_leaves_nothing_behind(policy_serv
     assert loaded == ["policy"]   # the run unloaded its last adapter
 
 
+def test_selection_answers_on_the_server_and_unloads_its_adapters(policy_server, tmp_path):
+    """--select-every through the server: the held-out answers come from the adapter as it is after the step's update
+    (loaded under a name of its own), and the run leaves nothing loaded."""
+    rows = [{"id": f"ex{i}", "prompt": p, "soft": [], "hard": [{"id": "punctuation:no_comma", "kwargs": {}}]}
+            for i, p in enumerate(["Say hi.", "Name a colour.", "Count to three."])]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    grpo.main(["--data", str(data), "--select-data", str(data), "--select-every", "1", "--out-dir", str(out),
+               "--rollout-url", policy_server, "--steps", "2", "--prompts-per-step", "2", "--num-generations", "4",
+               "--max-new-tokens", "16", "--lr", "1e-3"])
+    selection = [json.loads(line) for line in (out / "selection.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in selection] == [1, 2]
+    assert all(0 <= r["prompt_level"] <= 1 and r["instruction_level"] == r["prompt_level"] for r in selection)
+    assert (out / "selected/adapter_model.safetensors").exists()
+    loaded = [m["id"] for m in httpx.get(policy_server.rstrip("/") + "/models").json()["data"]]
+    assert loaded == ["policy"]
+
+
 def test_an_adapter_the_server_refuses_stops_with_the_server_and_its_reason(policy_server):
     """The CI server takes LoRA ranks up to 16; a rank-32 adapter is refused."""
     args = grpo.parse_args(["--lora-r", "32"])
