@@ -114,11 +114,8 @@ def read_responses(paths) -> dict[str, list[str]]:
 def check_teacher(args) -> None:
     """--teacher-url up and serving --teacher-model, or one line saying why (not a share of dropped labels later)."""
     if args.teacher_url:
-        with verify_lib.ChatClient(args.teacher_url, args.teacher_model) as teacher:
-            try:
-                teacher.check()
-            except verify_lib.JudgeError as e:
-                sys.exit(f"03_distill_verifier.py: --teacher-url: {e}")
+        verify_lib.checked_client(verify_lib.ChatClient(args.teacher_url, args.teacher_model),
+                                  "03_distill_verifier.py: --teacher-url").close()
 
 
 # ---- step 1: label ----

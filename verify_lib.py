@@ -377,6 +377,17 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
                  code_timeout_s: float = 2.0, instruction_literal: bool = False,
                  allow_weak_isolation: bool | None = None) -> list[RewardResult]:
     """The VerIF reward of responses[i] to examples[i]; only the text after the last </think> is verified.
+
+    >>> ex = parse_example({"id": "a", "prompt": "Greet me in lowercase, without commas, warmly.", "soft": ["Be warm."],
+    ...                     "hard": [{"id": "change_case:english_lowercase", "kwargs": {}},
+    ...                              {"id": "punctuation:no_comma", "kwargs": {}}]})
+    >>> [r.score for r in verif_reward([ex] * 3, ["hello there", "hello, there", "<think>Hm.</think>Hi, you"],
+    ...                                mode="rule_only")]                  # h: the share of hard checks passed
+    [1.0, 0.5, 0.0]
+    >>> verif_reward([ex], ["hello, there"], mode="rule_only", hard_reduce="all")[0].score   # all or nothing
+    0.0
+
+    In product mode the judge's verdict on "Be warm." multiplies h; without a judge it is skipped (counted as met).
     allow_weak_isolation: whether code constraints may run without the sandbox's kernel layer (see CodeSandbox; None:
     the VERIF_SANDBOX_ALLOW_WEAK_ISOLATION environment variable decides)."""
     if mode not in REWARD_MODES:
@@ -1127,6 +1138,17 @@ class Completion:
 class JudgeError(RuntimeError):
     """A judge or chat server that cannot be used: not answering or not serving the model (ChatClient.check), or too
     many failed judge calls in one batch (verif_reward's max_judge_failure_share)."""
+
+
+def checked_client(client: "ChatClient", who: str) -> "ChatClient":
+    """`client` (a ChatClient or Judge) once client.check() passed, or exit with one line, "who: why": every stage
+    asks its servers before anything heavy loads, e.g. checked_client(Judge(url, "judge"), "04_grpo.py: --judge-url")."""
+    try:
+        client.check()
+    except JudgeError as e:
+        client.close()
+        sys.exit(f"{who}: {e}")
+    return client
 
 
 class ChatClient:

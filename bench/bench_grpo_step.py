@@ -27,6 +27,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import rollout_server  # noqa: E402
 import verify_lib  # noqa: E402
 
 grpo = importlib.import_module("04_grpo")
@@ -66,7 +67,8 @@ def time_steps(model_dir: Path, rollouts: str, sizes: tuple, a) -> dict:
     torch.manual_seed(0)
     model, tokenizer = grpo.build_policy(args)
     stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    server = grpo.PolicyServer(a.rollout_url, "policy") if rollouts == "server" else None
+    server = rollout_server.PolicyServer(a.rollout_url, "policy") if rollouts == "server" else None
+    settings = grpo.UpdateSettings.of(args)
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     texts = [f"Write a short note number {i} about the weather, in all lowercase letters." for i in range(prompts)]
@@ -79,26 +81,17 @@ def time_steps(model_dir: Path, rollouts: str, sizes: tuple, a) -> dict:
         for step in range(1, a.steps + 1):
             sync()
             t0 = time.perf_counter()
-            model.eval()
-            engine_logp = None
-            if server is None:
-                ids, attn, completion_mask, truncated, answers = grpo.rollout(model, tokenizer, examples, args)
-            else:
-                if step > 1:
-                    server.serve(model, step)
-                ids, attn, completion_mask, truncated, answers, engine_logp = grpo.server_rollout(
-                    server, tokenizer, examples, stop_ids, args)
+            r = grpo.sample(model, tokenizer, server, examples, stop_ids, step, n=gens, temperature=args.temperature,
+                            max_new_tokens=new_tokens, cache=args.rollout_cache)
             sync()
             t1 = time.perf_counter()
-            rewards = torch.tensor([float(t.count(",") % 2 == 0) for t in answers])
-            batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": completion_mask, "engine_logp": engine_logp,
-                     "advantages": grpo.group_advantages(rewards, gens),
-                     "n_prompt": ids.shape[1] - completion_mask.shape[1]}
-            grpo.policy_update(model, optimizer, scheduler,
-                               {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}, args)
+            rewards = torch.tensor([float(t.count(",") % 2 == 0) for t in r.texts])
+            grpo.policy_update(model, optimizer, scheduler, r.to(model.device),
+                               grpo.group_advantages(rewards, gens).to(model.device),
+                               r.completion_mask.to(model.device), settings)
             sync()
             t2 = time.perf_counter()
-            new = int(completion_mask.sum())
+            new, attn = int(r.completion_mask.sum()), r.attention_mask
             rows.append({"step": step, "generate_s": t1 - t0, "update_s": t2 - t1, "step_s": t2 - t0,
                          "new_tokens": new, "generate_tok_per_s": new / (t1 - t0),
                          "update_tok_per_s": int(attn.sum()) / (t2 - t1)})

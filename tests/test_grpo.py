@@ -4,11 +4,13 @@ import contextlib
 import importlib
 import json
 import math
+import re
 
 import peft
 import pytest
 import torch
 
+import rollout_server
 import verify_lib
 
 grpo = importlib.import_module("04_grpo")
@@ -41,7 +43,8 @@ def test_metrics_count_only_answers_with_a_reward():
     results = [verify_lib.RewardResult(score=s, mode="product", hard=[], hard_score=1.0, verdict=None,
                                        judge_skipped="no judge") for s in (1.0, 1.0, None, 1.0)]
     rewards, valid = torch.tensor([1.0, 1.0, 0.0, 1.0]), torch.tensor([True, True, False, True])
-    m = grpo.reward_metrics(results, rewards, valid, torch.zeros(4, dtype=torch.bool), torch.ones(4, 3), 4)
+    rollout = grpo.Rollout(torch.ones(4, 5), torch.ones(4, 5), torch.ones(4, 3), torch.zeros(4, dtype=torch.bool), [""] * 4)
+    m = grpo.reward_metrics(results, rewards, valid, rollout, 4)
     assert (m["reward_mean"], m["reward_std"], m["zero_variance_groups"]) == (1.0, 0.0, 1.0)
 
 
@@ -107,7 +110,7 @@ def test_an_answer_ends_at_whichever_stop_id_comes_first():
 
 def test_engine_answers_that_cannot_be_trusted_are_refused():
     good = {"index": 0, "token_ids": [5, 2], "logprobs": {"token_logprobs": [-1.0, -0.5]}, "finish_reason": "stop"}
-    assert grpo._checked_choice(good, [2], 8, "u") == {"token_ids": [5, 2], "logprobs": [-1.0, -0.5],
+    assert rollout_server.checked_choice(good, [2], 8, "u") == {"token_ids": [5, 2], "logprobs": [-1.0, -0.5],
                                                        "truncated": False}
     for broken, why in [({"finish_reason": "length"}, "finish_reason 'length' with last token 2"),
                         ({"token_ids": [5, 6]}, "finish_reason 'stop' with last token 6"),
@@ -116,8 +119,8 @@ def test_engine_answers_that_cannot_be_trusted_are_refused():
                         ({"token_ids": []}, "token_ids"),
                         ({"token_ids": list(range(9))}, "token_ids"),
                         ({"finish_reason": "abort"}, "finish_reason 'abort'")]:
-        with pytest.raises(grpo.RolloutServerError, match=f"rollout server u: malformed answer 0: {why}"):
-            grpo._checked_choice({**good, **broken}, [2], 8, "u")
+        with pytest.raises(rollout_server.RolloutServerError, match=f"rollout server u: malformed answer 0: {why}"):
+            rollout_server.checked_choice({**good, **broken}, [2], 8, "u")
 
 
 def test_a_rollout_server_that_is_down_is_named_before_anything_loads(tmp_path, capsys):
@@ -181,27 +184,27 @@ def sample_batch(tokenizer, n=8, length=12, pad=(0, 3, 1, 0, 2, 0, 1, 3)):
     loss_mask = torch.ones(n, 6, dtype=torch.long)
     loss_mask[0, 4:] = 0
     loss_mask[5, 2:] = 0
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask, "n_prompt": length - 6,
-            "advantages": torch.linspace(-1, 1, n)}
+    rollout = grpo.Rollout(ids, attn, attn[:, -6:], torch.zeros(n, dtype=torch.bool), [""] * n)   # n_prompt = length - 6
+    return rollout, torch.linspace(-1, 1, n), loss_mask
 
 
 def test_a_fresh_lora_gives_exactly_zero_kl_and_a_ratio_of_one(policy):
     model, tokenizer, args = policy
-    b = sample_batch(tokenizer)
+    r, advantages, _ = sample_batch(tokenizer)
     with torch.no_grad():
-        logp = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+        logp = grpo.sequence_logprobs(model, r.input_ids, r.attention_mask, r.n_prompt, 1.0)
         with model.disable_adapter():
-            ref = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+            ref = grpo.sequence_logprobs(model, r.input_ids, r.attention_mask, r.n_prompt, 1.0)
     assert torch.equal(grpo.kl_k3(logp, ref), torch.zeros_like(logp))
-    _, ratio, _, _ = grpo.clipped_policy_loss(logp, logp.detach(), b["advantages"], 0.2, 0.2)
+    _, ratio, _, _ = grpo.clipped_policy_loss(logp, logp.detach(), advantages, 0.2, 0.2)
     assert torch.equal(ratio, torch.ones_like(ratio))
 
 
 def test_equal_rewards_with_zero_beta_give_zero_gradient(policy):
     model, tokenizer, args = policy
-    b = dict(sample_batch(tokenizer), advantages=torch.zeros(8))
+    r, _, loss_mask = sample_batch(tokenizer)
     model.zero_grad(set_to_none=True)
-    grpo.accumulate_gradients(model, b, [], [], grpo.parse_args(["--beta", "0"]))
+    grpo.accumulate_gradients(model, r, torch.zeros(8), loss_mask, [], [], grpo.UpdateSettings(beta=0))
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
 
@@ -209,16 +212,16 @@ def test_equal_rewards_with_zero_beta_give_zero_gradient(policy):
 @pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "seq_sum_const"])
 def test_four_micro_batches_give_the_full_batch_gradient(policy, loss_agg):
     model, tokenizer, _ = policy
-    b = sample_batch(tokenizer)
+    r, advantages, loss_mask = sample_batch(tokenizer)
     with nonzero_adapter(model):                   # so that the KL term has a gradient too
         with torch.no_grad(), model.disable_adapter():
-            ref_full = grpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["n_prompt"], 1.0)
+            ref_full = grpo.sequence_logprobs(model, r.input_ids, r.attention_mask, r.n_prompt, 1.0)
         grads = []
         for size in (8, 2):
-            args = grpo.parse_args(["--micro-batch-size", str(size), "--loss-agg", loss_agg, "--beta", "0.1"])
+            settings = grpo.UpdateSettings(micro_batch_size=size, loss_agg=loss_agg, beta=0.1, max_new_tokens=6)
             refs = [ref_full[c] for c in grpo.micro_batches(8, size)]
             model.zero_grad(set_to_none=True)
-            grpo.accumulate_gradients(model, b, refs, [], args)
+            grpo.accumulate_gradients(model, r, advantages, loss_mask, refs, [], settings)
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
     assert grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
@@ -226,13 +229,13 @@ def test_four_micro_batches_give_the_full_batch_gradient(policy, loss_agg):
 
 def test_a_non_finite_loss_stops_before_the_optimizer_step(policy):
     model, tokenizer, args = policy
-    batch = sample_batch(tokenizer)
-    batch["advantages"][3] = float("nan")
+    rollout, advantages, loss_mask = sample_batch(tokenizer)
+    advantages[3] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     with pytest.raises(grpo.NonFiniteError, match="loss nan"):
-        grpo.policy_update(model, optimizer, scheduler, batch, args)
+        grpo.policy_update(model, optimizer, scheduler, rollout, advantages, loss_mask, grpo.UpdateSettings.of(args))
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items()) and optimizer.state == {}
 
@@ -261,7 +264,8 @@ def test_running_each_distinct_prompt_once_gives_the_same_logprobs_and_gradient(
     with nonzero_adapter(model):                   # so that the prompt's keys and values carry a gradient
         for share in (False, True):
             model.zero_grad(set_to_none=True)
-            logp = grpo.sequence_logprobs(model, ids, attn, 7, 1.0, share_prompts=share)            # [8, 5]
+            forward = grpo.shared_prompt_logprobs if share else grpo.sequence_logprobs
+            logp = forward(model, ids, attn, 7, 1.0)                                               # [8, 5]
             (logp * torch.linspace(-1, 1, 8).unsqueeze(1)).sum().backward()
             results.append((logp.detach(),
                             torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])))
@@ -368,11 +372,9 @@ def test_selection_keeps_the_best_held_out_step_and_its_adapter_measures_as_logg
     # the selected adapter, loaded afresh, answers the held-out prompts exactly as measured at its step
     base, tokenizer = verify_lib.load_model(tiny_model_dir)
     model = peft.PeftModel.from_pretrained(base, tmp_path / "selected")
-    args = grpo.parse_args(["--max-new-tokens", "8", "--select-every", "2", "--select-data", str(train_file),
-                            "--out-dir", str(tmp_path)])
     examples = verify_lib.load_examples(train_file)
     again = grpo.heldout_pass_rate(model, tokenizer, None, examples, verify_lib.stop_token_ids(model, tokenizer),
-                                   chosen["step"], args)
+                                   chosen["step"], max_new_tokens=8)
     assert (again["prompt_level"], again["instruction_level"]) == (chosen["prompt_level"], chosen["instruction_level"])
 
 
@@ -388,6 +390,47 @@ def test_selection_survives_a_resume(tiny_model_dir, train_file, tmp_path):
         (r["step"], r["prompt_level"], r["instruction_level"]) for r in b]
     assert (json.loads((tmp_path / "a/selected/selection.json").read_text())["step"]
             == json.loads((tmp_path / "b/selected/selection.json").read_text())["step"])
+
+
+# ---- one behaviour: refused at the command line, failures in one line, the docstring true ----
+def test_judge_only_without_a_judge_is_refused_before_anything_loads(capsys):
+    with pytest.raises(SystemExit):
+        grpo.parse_args(["--reward-mode", "judge_only"])
+    assert "--reward-mode judge_only: the judge gives the whole reward, it needs --judge-url" in capsys.readouterr().err
+
+
+def test_the_docstring_settings_table_is_settings():
+    """Each number of the docstring's table (steps, prompts, G, new tokens, learning rate) equals SETTINGS'."""
+    rows = {"steps": "steps", "prompts per step": "prompts_per_step", "num generations G": "num_generations",
+            "max new tokens": "max_new_tokens", "learning rate": "lr"}
+    header = next(line for line in grpo.__doc__.splitlines() if line.strip().startswith("cpu (default)"))
+    settings = [column.split()[0] for column in re.split(r"\s{2,}", header.strip())]
+    assert settings == list(grpo.SETTINGS)
+    for line in grpo.__doc__.splitlines():
+        label, *columns = re.split(r"\s{2,}", line.strip())
+        if label in rows:
+            values = [float(column.split()[0]) for column in columns]
+            assert values == [grpo.SETTINGS[name][rows[label]] for name in settings], label
+            rows.pop(label)
+    assert not rows                                                  # every row was found
+
+
+def test_a_judge_that_fails_mid_run_ends_the_run_in_one_line_naming_the_step(tiny_model_dir, tmp_path, serve):
+    """The judge answers /models (the check passes) but never gives a verdict: step 1 stops with the step, the reason
+    and how to resume, not a traceback."""
+    from scripted_server import chat_reply
+    judge = serve(lambda prompt, n: (200, chat_reply("I cannot decide.")))
+    rows = [{"id": f"ex{i}", "prompt": p, "soft": ["Be friendly."], "hard": []}
+            for i, p in enumerate(["Say hi.", "Greet a friend."])]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit) as stop:
+        grpo.main(["--model", str(tiny_model_dir), "--data", str(data), "--out-dir", str(tmp_path / "run"),
+                   "--judge-url", judge.url, "--steps", "2", "--prompts-per-step", "2", "--num-generations", "2",
+                   "--max-new-tokens", "4", "--only-constraints"])
+    message = str(stop.value.code)
+    assert message.startswith("04_grpo.py: step 1: ") and "judge calls failed" in message
+    assert "holds steps up to 0" in message and "--resume" in message
 
 
 def test_merge_writes_base_plus_the_trained_adapter(tiny_model_dir, train_file, tmp_path):
@@ -444,13 +487,14 @@ def test_a_static_rollout_cache_samples_the_same_answers(policy):
     examples = [verify_lib.parse_example({"id": str(i), "prompt": p, "hard": [], "soft": []})
                 for i, p in enumerate(["Say hi.", "Name a colour, please."])]
     outs = []
+    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
     for cache in ("dynamic", "static"):
-        args = grpo.parse_args(["--num-generations", "3", "--max-new-tokens", "6", "--rollout-cache", cache])
         torch.manual_seed(3)
-        outs.append(grpo.rollout(model, tokenizer, examples, args))
-    for a, b in zip(outs[0][:4], outs[1][:4]):   # input_ids, attention_mask, completion_mask, truncated
-        assert torch.equal(a, b)
-    assert outs[0][4] == outs[1][4]
+        outs.append(grpo.sample(model, tokenizer, None, examples, stop_ids, 1, n=3, temperature=1.0, max_new_tokens=6,
+                                cache=cache))
+    for field in ("input_ids", "attention_mask", "completion_mask", "truncated"):
+        assert torch.equal(getattr(outs[0], field), getattr(outs[1], field))
+    assert outs[0].texts == outs[1].texts
 
 
 def test_the_gpu_step_benchmark_runs_in_its_small_cpu_shape(tmp_path):
@@ -489,13 +533,14 @@ def test_rollouts_sample_plain_temperature_whatever_the_model_s_generation_confi
     examples = [verify_lib.parse_example({"id": str(i), "prompt": p, "hard": [], "soft": []})
                 for i, p in enumerate(["Say hi.", "Name a colour."])]
     torch.manual_seed(1)
-    ids, attn, completion_mask, _, _ = grpo.rollout(model, tokenizer, examples, args)
-    gap = surprise_minus_entropy(model, ids, attn, completion_mask, 0.8)                  # ~1000 tokens
+    r = grpo.sample(model, tokenizer, None, examples, verify_lib.stop_token_ids(model, tokenizer), 1, n=32,
+                    temperature=0.8, max_new_tokens=16)
+    gap = surprise_minus_entropy(model, r.input_ids, r.attention_mask, r.completion_mask, 0.8)   # ~1000 tokens
     assert abs(gap.mean()) < 4 * gap.std() / len(gap) ** 0.5, (gap.mean(), gap.std())
     # The same sampling call on the model as transformers loads it takes its top_k/top_p/penalty: far off.
     raw = type(model).from_pretrained(args.model)
     torch.manual_seed(1)
-    n_prompt = ids.shape[1] - completion_mask.shape[1]
+    n_prompt, ids, attn = r.n_prompt, r.input_ids, r.attention_mask
     out = raw.generate(input_ids=ids[:, :n_prompt], attention_mask=attn[:, :n_prompt], do_sample=True,
                        temperature=0.8, max_new_tokens=16, pad_token_id=tokenizer.pad_token_id)
     raw_mask, _ = grpo.completion_mask_from(out[:, n_prompt:], [tokenizer.eos_token_id])

@@ -8,6 +8,7 @@ import httpx
 import pytest
 import torch
 
+import rollout_server
 import verify_lib
 
 grpo = importlib.import_module("04_grpo")
@@ -33,7 +34,7 @@ def trainer():
 
 @pytest.fixture
 def server(policy_server):
-    server = grpo.PolicyServer(policy_server, "policy")
+    server = rollout_server.PolicyServer(policy_server, "policy")
     server.check()
     try:
         yield server
@@ -41,20 +42,27 @@ def server(policy_server):
         server.close()
 
 
-def logprob_gap(model, input_ids, attention_mask, completion_mask, engine_logp, temperature=1.0) -> float:
+def on_server(server, model, tokenizer, args, step=1) -> "grpo.Rollout":
+    """04_grpo.sample's server path: the server gets the policy as `step` names it (lora sync: step 1 is the base
+    model), then answers --num-generations times to each example."""
+    return grpo.sample(model, tokenizer, server, EXAMPLES, verify_lib.stop_token_ids(model, tokenizer), step,
+                       n=args.num_generations, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+
+
+def logprob_gap(model, r: "grpo.Rollout", temperature=1.0) -> float:
     """Mean |log pi_trainer - log pi_engine| over the sampled tokens."""
-    n_prompt = input_ids.shape[1] - completion_mask.shape[1]
     with torch.no_grad():
-        logp = grpo.sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature)   # [N, L]
-    return ((logp - engine_logp).abs() * completion_mask).sum().item() / completion_mask.sum().item()
+        logp = grpo.sequence_logprobs(model, r.input_ids, r.attention_mask, r.n_prompt, temperature)   # [N, L]
+    return ((logp - r.engine_logp).abs() * r.completion_mask).sum().item() / r.completion_mask.sum().item()
 
 
 def test_answers_come_back_on_the_prompt_sent_and_end_in_eos_exactly_when_the_server_stopped(trainer, server):
     model, tokenizer, args = trainer
     stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    ids, attn, completion_mask, truncated, texts, engine_logp = grpo.server_rollout(
-        server, tokenizer, EXAMPLES, stop_ids, args)
-    n_prompt = ids.shape[1] - completion_mask.shape[1]
+    r = on_server(server, model, tokenizer, args)
+    ids, attn, completion_mask, truncated, texts, engine_logp = (r.input_ids, r.attention_mask, r.completion_mask,
+                                                                 r.truncated, r.texts, r.engine_logp)
+    n_prompt = r.n_prompt
     assert ids.shape[0] == len(texts) == 2 * 4 and engine_logp.shape == completion_mask.shape
     for row in range(ids.shape[0]):
         chat = [{"role": "user", "content": EXAMPLES[row // 4].prompt}]
@@ -69,35 +77,29 @@ def test_answers_come_back_on_the_prompt_sent_and_end_in_eos_exactly_when_the_se
 
 def test_trainer_and_server_log_probs_agree_with_the_adapter_and_not_without_it(trainer, server):
     model, tokenizer, args = trainer
-    server.serve(model, step=2)
-    batch = grpo.server_rollout(server, tokenizer, EXAMPLES, verify_lib.stop_token_ids(model, tokenizer), args)
-    ids, attn, completion_mask, _, _, engine_logp = batch
-    with_adapter = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    r = on_server(server, model, tokenizer, args, step=2)
+    with_adapter = logprob_gap(model, r)
     with model.disable_adapter():
-        without = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+        without = logprob_gap(model, r)
     assert with_adapter < 1e-3, with_adapter
     assert without > 30 * max(with_adapter, 1e-4), (with_adapter, without)   # proof the server applied it
 
 
 def test_after_an_optimizer_step_and_a_reload_the_server_samples_the_new_adapter(trainer, server):
     model, tokenizer, args = trainer
-    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    server.serve(model, step=2)
     old = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
-    ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(server, tokenizer, EXAMPLES, stop_ids, args)
+    r = on_server(server, model, tokenizer, args, step=2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": completion_mask, "engine_logp": engine_logp,
-             "advantages": torch.linspace(-1, 1, ids.shape[0]), "n_prompt": ids.shape[1] - completion_mask.shape[1]}
-    grpo.policy_update(model, optimizer, scheduler, batch, args)
+    grpo.policy_update(model, optimizer, scheduler, r, torch.linspace(-1, 1, r.input_ids.shape[0]), r.completion_mask,
+                       grpo.UpdateSettings.of(args))
 
-    server.serve(model, step=3)
-    ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(server, tokenizer, EXAMPLES, stop_ids, args)
-    new_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+    r = on_server(server, model, tokenizer, args, step=3)
+    new_gap = logprob_gap(model, r)
     trained = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
     model.load_state_dict(old, strict=False)
     try:
-        old_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+        old_gap = logprob_gap(model, r)
     finally:
         model.load_state_dict(trained, strict=False)
     assert new_gap < 1e-3 and old_gap > 30 * max(new_gap, 1e-4), (new_gap, old_gap)
@@ -155,10 +157,10 @@ def test_an_adapter_the_server_refuses_stops_with_the_server_and_its_reason(poli
     """The CI server takes LoRA ranks up to 16; a rank-32 adapter is refused."""
     args = grpo.parse_args(["--lora-r", "32"])
     model, _ = grpo.build_policy(args)
-    server = grpo.PolicyServer(policy_server, "policy")
+    server = rollout_server.PolicyServer(policy_server, "policy")
     try:
         refused = rf"{policy_server}/load_lora_adapter: HTTP 500.*LoRA rank 32 is greater than max_lora_rank 16"
-        with pytest.raises(grpo.RolloutServerError, match=refused):
+        with pytest.raises(rollout_server.RolloutServerError, match=refused):
             server.serve(model, step=2)
     finally:
         server.close()
@@ -200,24 +202,21 @@ def test_weights_sync_serves_the_merged_adapter_and_close_restores_the_base(trai
     """--rollout-sync weights: the adapter merged into the base weights, reloaded in place on the server; the trainer's
     log-probs (adapter on) match the server's, and after close() the server samples the base model again."""
     model, tokenizer, args = trainer
-    stop_ids = verify_lib.stop_token_ids(model, tokenizer)
-    server = grpo.PolicyServer(policy_server, "policy")
+    server = rollout_server.PolicyServer(policy_server, "policy", sync="weights")
     server.check()
     try:
-        server.serve_weights(model)
-        ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(server, tokenizer, EXAMPLES, stop_ids,
-                                                                            args)
-        merged_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+        r = on_server(server, model, tokenizer, args)                  # weights sync: merged and reloaded at step 1 too
+        merged_gap = logprob_gap(model, r)
         with model.disable_adapter():
-            base_gap = logprob_gap(model, ids, attn, completion_mask, engine_logp)
+            base_gap = logprob_gap(model, r)
     finally:
         server.close()
     assert merged_gap < 1e-3 and base_gap > 30 * max(merged_gap, 1e-4), (merged_gap, base_gap)
-    fresh = grpo.PolicyServer(policy_server, "policy")
+    fresh = rollout_server.PolicyServer(policy_server, "policy")
     try:
-        ids, attn, completion_mask, _, _, engine_logp = grpo.server_rollout(fresh, tokenizer, EXAMPLES, stop_ids, args)
+        r = on_server(fresh, model, tokenizer, args)
         with model.disable_adapter():
-            assert logprob_gap(model, ids, attn, completion_mask, engine_logp) < 1e-3   # the base weights are back
+            assert logprob_gap(model, r) < 1e-3   # the base weights are back
     finally:
         fresh.close()
 
