@@ -2269,11 +2269,6 @@ _CHECK_MODULES = tuple(_FAST_MODULES) + (
 # _load_libraries), so that no call reads a file.
 _LIBRARY_MODULES = ("langdetect", "langdetect.lang_detect_exception", "langdetect.detector_factory", "nltk",
                     "nltk.tokenize", "nltk.tokenize.punkt", "nltk.tokenize.treebank", "nltk.tokenize.regexp")
-# Shared names whose change does not fail a forked check (like every change it makes, each dies with its process): what
-# os.fork itself rebinds in the child (threading, which nltk loads, renews its locks), and settings an honest checker
-# changes for itself (langdetect's documentation tells it to seed the detector).
-_UNWATCHED_STATE = frozenset({"threading._active_limbo_lock", "threading._main_thread", "threading._shutdown_locks_lock",
-                              "threading._shutdown_locks", "langdetect.detector_factory.DetectorFactory.seed"})
 # Imported at start-up too: what the modules above import lazily (datetime.strptime, the codecs of str.encode), and
 # what the worker itself needs to confine itself.
 _PRELOAD = ("_strptime", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
@@ -2369,7 +2364,7 @@ def _zygote_main(runner, programs, disabled):
         os._exit(1)
     if "audit_hook" not in disabled:
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
-    runner.shared = _shared_state()
+    runner.shared = _shared_state(runner.watched)
     os.write(_FD["exit_out"], bytes(4))  # ready
     item = bytearray(1 << 16)  # each item is read into this buffer, and zeroed once the child has its copy
     while True:
@@ -2403,10 +2398,11 @@ class _CheckRunner:
             __import__(name)
         modules = {name: sys.modules[name] for name in _FAST_MODULES}
         self.modules = {name: sys.modules[name] for name in _CHECK_MODULES}
-        self.modules.update(_load_libraries(library_paths))
         for name in _PRELOAD + tuple(sys.builtin_module_names):
             if name not in ("pwd", "faulthandler", "_tracemalloc", "xxsubtype"):
                 __import__(name)
+        self.watched = frozenset(sys.modules)  # see _shared_state
+        self.modules.update(_load_libraries(library_paths))
         self.vocabulary = _fast_vocabulary(modules)
         safe = {name: value for name, value in vars(builtins).items() if name in _SAFE_BUILTINS
                 or (isinstance(value, type) and issubclass(value, BaseException))}
@@ -2737,16 +2733,19 @@ class _OutputCap:
         pass
 
 
-def _shared_state():
+def _shared_state(watched):
     """What a check could change for the checks after it, held by identity: builtins, sys.modules, the namespaces of
-    loaded modules and of the classes they define, and the dicts they keep at module level (caches like re._cache)."""
+    the `watched` modules and of the classes they define, and the dicts they keep at module level (caches like
+    re._cache). Watched are the stdlib modules the worker loads for checkers and itself; the checker libraries' several
+    hundred modules (nltk's) are not: comparing them after each forked check took longer than the check, and a change
+    to them dies with the check's process like any other."""
     # Each entry: (a live view of the namespace, a copy of it now, whether it is a cache). Class namespaces are held as
     # their mappingproxy, which stays live, so that _changed_state needs no builtins (a check may have deleted them).
     state = {"builtins": (vars(builtins), dict(vars(builtins)), False),
              "sys.modules": (sys.modules, dict(sys.modules), False)}
     for name, module in list(sys.modules.items()):
         namespace = getattr(module, "__dict__", None)
-        if name == "__main__" or type(namespace) is not dict:
+        if name == "__main__" or name not in watched or type(namespace) is not dict:
             continue
         state[name] = (namespace, dict(namespace), False)
         for attr, value in namespace.items():
@@ -2764,7 +2763,7 @@ def _changed_state(state):
     for where, (live, saved, cache) in state.items():
         for key, value in saved.items():
             now = live.get(key, missing)
-            if now is not value and not (cache and now is missing) and f"{where}.{key}" not in _UNWATCHED_STATE:
+            if now is not value and not (cache and now is missing):
                 return f"{where}[{key!r:.60}]" if cache or where == "sys.modules" else f"{where}.{key}"
     return None
 
@@ -2870,7 +2869,7 @@ def _make_audit_hook(process_pid, flags):
 
 _WORKER_PRELUDE = ("import ast, builtins, collections, fcntl, functools, gc, marshal, os, re, resource, select, signal, "
                    "sys, time, types\n")
-_WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_LIBRARY_MODULES", "_UNWATCHED_STATE", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS",
+_WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_LIBRARY_MODULES", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS",
                      "_ALLOWED_EVENTS", "_REMOVED_FUNCTIONS", "_NOBODY", "_FD", "_PR_SET_PDEATHSIG", "_PR_SET_SECCOMP",
                      "_PR_SET_NO_NEW_PRIVS", "_SECCOMP_MODE_FILTER", "_WALL_SLACK_S", "_RETIRE_FRACTION",
                      "_GARBAGE_LIMIT", "_MAX_OUTPUT", "_MAX_STATUS")
