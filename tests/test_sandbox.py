@@ -466,11 +466,13 @@ def test_timeouts_report_cpu_for_busy_loops_and_wall_for_sleeps():
 # ---------------------------------------------------------------------------------------------------------------------
 # The parent trusts nothing from a worker; no kernel layer, no sandbox unless the caller opts in
 # ---------------------------------------------------------------------------------------------------------------------
-def lying_worker(reply):
-    """A worker command that starts like a real one, then answers every batch with `reply` (bytes) whatever it got."""
-    script = ("import os, sys\nos.write(1, b'R\\n')\nwhile True:\n    header = sys.stdin.buffer.read(4)\n"
-              "    if len(header) < 4:\n        break\n    sys.stdin.buffer.read(int.from_bytes(header, 'little'))\n"
-              f"    os.write(1, {reply!r})\n")
+def lying_worker(reply, receipt=True):
+    """A worker command that starts like a real one and (with `receipt`) says it has read each batch as a real one
+    does, then answers every batch with `reply` (bytes) whatever it got."""
+    script = ("import marshal, os, sys\nos.write(1, b'R\\n')\nwhile True:\n    header = sys.stdin.buffer.read(4)\n"
+              "    if len(header) < 4:\n        break\n"
+              "    run_id = marshal.loads(sys.stdin.buffer.read(int.from_bytes(header, 'little')))[0]\n"
+              f"    os.write(1, (b'B%d\\n' % run_id if {receipt!r} else b'') + {reply!r})\n")
     return lambda *args: [sys.executable, "-c", script]
 
 
@@ -478,9 +480,11 @@ def lying_worker(reply):
     (b"---T\n" * 5, "more results than items sent"),  # forged verdicts for items it was not sent (yet)
     (b"hello\n", "malformed result line"),
     (b"--xT\n---F\n", "output after retiring"),
+    (b"B999\n---T\n", "a line for another run"),  # a receipt of a batch that is not this run's
+    (b"---T\n", "a result before its batch was received"),
 ])
 def test_a_worker_that_breaks_the_protocol_fails_its_items_and_is_replaced(monkeypatch, reply, violation):
-    monkeypatch.setattr("verify_lib._worker_command", lying_worker(reply))
+    monkeypatch.setattr("verify_lib._worker_command", lying_worker(reply, receipt=not violation.startswith("a ")))
     with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
         results = sandbox.run([(AT_MOST_50_WORDS, "i", "r")] * 3)
         assert results == [CodeCheckResult(False, "sandbox protocol violation: " + violation)] * 3

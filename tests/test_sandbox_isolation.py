@@ -1,0 +1,274 @@
+"""No verdict of one check may depend on another check, run or input (issue #22).
+
+Each test drives real worker processes: what one item leaves in its worker (output counted, a forbidden flag, compile
+warnings), one huge item, a worker that dies while its batch is written or read, a run cut short, twenty timeouts
+under a subreaper trainer; and honest checkers that use the libraries generated checkers import.
+"""
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import verify_lib
+from test_sandbox import AT_MOST_50_WORDS, BENIGN_BATCH, BENIGN_EXPECTED, checker
+from verify_lib import CodeCheckResult, CodeSandbox, run_code_checks
+
+TIMEOUT_S = 1.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+def noisy_checker(lines, tag):
+    """A checker whose compiling prints `lines` SyntaxWarnings (about 70 characters each) where warnings are shown; it
+    runs forked (getattr) and returns True."""
+    body = "".join(f"if response is {tag}: pass\n" for _ in range(lines))
+    return checker(body + "return getattr(response, 'islower')()")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. Worker state: every field one item can change is reset before the next
+# ---------------------------------------------------------------------------------------------------------------------
+LOUD = checker("print('x' * 60000)\nreturn True")  # just under the output cap, on the fast path
+STATE_CASES = {  # what one item leaves in its worker -> the items, all of which must pass
+    "compile warnings over the output cap": [noisy_checker(1200, 1)],
+    "compile warnings summed over items": [noisy_checker(400, 1), noisy_checker(400, 2), noisy_checker(400, 3)],
+    "the output count of a check that printed": [LOUD, LOUD],
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATE_CASES))
+def test_no_item_changes_the_verdict_of_the_next(case):
+    items = [(source, "i", "lower case") for source in STATE_CASES[case]] + [(AT_MOST_50_WORDS, "i", "lower case")]
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        assert sandbox.run(items) == [CodeCheckResult(True)] * len(items)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. Input limits in the parent; a worker's death is blamed on the check it was running
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, item, limit", [
+    ("response", (AT_MOST_50_WORDS, "i", "x" * (1024 * 1024 + 1)), 1024 * 1024),
+    ("instruction", (AT_MOST_50_WORDS, "x" * (1024 * 1024 + 1), "r"), 1024 * 1024),
+    ("source", (AT_MOST_50_WORDS + "#" * (256 * 1024), "i", "r"), 256 * 1024),
+])
+def test_an_oversized_item_fails_alone_before_any_worker_sees_it(field, item, limit):
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        results = sandbox.run(BENIGN_BATCH[:3] + [item] + BENIGN_BATCH[3:])
+        assert results[:3] + results[4:] == BENIGN_EXPECTED
+        size = len(dict(zip(("source", "instruction", "response"), item))[field])
+        assert results[3] == CodeCheckResult(False, f"too large: {field} of {size} characters (limit {limit})")
+        assert sandbox.stats["compiles"] == len({source for source, _, _ in BENIGN_BATCH})  # it reached no worker
+
+
+def test_an_item_that_kills_its_worker_while_the_batch_is_read_fails_alone():
+    # With 8 MB of memory a worker cannot read a 3 MB item (a million 3-byte characters): it dies before any check of
+    # the batch runs. The batch is sent again, then split until that item is alone; its batchmates keep their verdicts.
+    small = checker("return len(response) < 10")
+    items = [(small, "i", "ok")] * 16
+    items[1] = (small, "i", "\u20ac" * 1_000_000)
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S, memory_mb=8) as sandbox:
+        results = sandbox.run(items)
+    assert results[1].error.startswith("worker died")
+    assert results[:1] + results[2:] == [CodeCheckResult(True)] * 15
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. The dispatcher returns only when every item has a result
+# ---------------------------------------------------------------------------------------------------------------------
+def test_a_worker_that_dies_while_its_batch_is_written_leaves_no_item_without_a_result():
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        sandbox.run(BENIGN_BATCH)
+        pid = sandbox._pool[0].proc.pid
+        os.kill(pid, signal.SIGSTOP)  # it reads nothing: the parent's write of 400 kB fills the pipe and waits
+        killer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        results = sandbox.run([(AT_MOST_50_WORDS, "i", "x" * 100_000)] * 4)
+        killer.join()
+    assert results == [CodeCheckResult(True)] * 4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 4. A run cut short leaves nothing for the next run
+# ---------------------------------------------------------------------------------------------------------------------
+SLOW_TRUE = checker("""
+    start = time.monotonic()
+    while time.monotonic() - start < 0.05:
+        pass
+    return True
+""", prelude="import time\n")
+FALSE = checker("return response == 'never'")
+
+
+def test_a_run_interrupted_by_ctrl_c_leaves_nothing_for_the_next_run():
+    main = threading.main_thread().ident
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupter = threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT))
+    try:
+        with CodeSandbox(workers=2, timeout_s=TIMEOUT_S) as sandbox:
+            sandbox.run(BENIGN_BATCH)
+            interrupter.start()
+            with pytest.raises(KeyboardInterrupt):
+                sandbox.run([(SLOW_TRUE, "i", f"r{k}") for k in range(200)])
+            assert sandbox.run([(FALSE, "i", f"r{k}") for k in range(50)]) == [CodeCheckResult(False)] * 50
+    finally:
+        interrupter.join()
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_worker_that_fails_to_start_leaves_nothing_for_the_next_run(monkeypatch):
+    real, spawned = verify_lib._worker_command, []
+
+    def second_fails(*args):
+        spawned.append(1)
+        return real(*args) if len(spawned) != 2 else [sys.executable, "-c", "raise SystemExit(3)"]
+
+    monkeypatch.setattr("verify_lib._worker_command", second_fails)
+    try:
+        with pytest.raises(RuntimeError, match="failed to start"):
+            run_code_checks([(SLOW_TRUE, "i", f"r{k}") for k in range(40)], timeout_s=TIMEOUT_S, workers=2)
+        assert run_code_checks([(FALSE, "i", f"r{k}") for k in range(20)], timeout_s=TIMEOUT_S, workers=2) == [
+            CodeCheckResult(False)] * 20
+    finally:
+        verify_lib._default_sandbox.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. Reaping without an init
+# ---------------------------------------------------------------------------------------------------------------------
+SUBREAPER_SCRIPT = """
+import ctypes, json, sys
+import psutil
+sys.path.insert(0, {repo!r})
+from verify_lib import CodeSandbox
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the sandbox become this process's
+spin = "def check_following(instruction, response):\\n    while True:\\n        pass\\n"
+spin_forked = "def check_following(instruction, response):\\n    while getattr(response, 'upper'):\\n        pass\\n"
+def processes():
+    return [p.status() for p in psutil.Process().children(recursive=True)]
+with CodeSandbox(workers=2, timeout_s=0.2) as sandbox:
+    results = sandbox.run([(spin if k % 2 else spin_forked, "i", str(k)) for k in range(20)])
+    after_timeouts = processes()
+print(json.dumps({{"errors": [r.error for r in results], "after_timeouts": after_timeouts, "after_close": processes()}}))
+"""
+
+
+def test_no_process_or_zombie_is_left_under_a_subreaper_after_timeouts_or_close():
+    out = subprocess.run([sys.executable, "-c", SUBREAPER_SCRIPT.format(repo=str(REPO))], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert all(error.startswith("timeout:") for error in report["errors"]), report["errors"]
+    assert "zombie" not in report["after_timeouts"] and len(report["after_timeouts"]) <= 4, report  # 2 x (worker, zygote)
+    assert report["after_close"] == [], report
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. Forked checks: fresh random numbers, no module that writes memory
+# ---------------------------------------------------------------------------------------------------------------------
+def test_forked_checks_of_one_zygote_draw_different_random_numbers():
+    # random reseeds itself from the kernel in every forked child (os.register_at_fork); this keeps it so.
+    draw = checker("raise ValueError(random.random())", prelude="import random\n")
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        results = sandbox.run([(draw, "i", "r")] * 3)
+    assert all(r.error.startswith("exception: ValueError: 0.") for r in results), results
+    assert len({r.error for r in results}) == 3, results
+
+
+MEMORY_WRITERS = checker("""
+    seen, todo, found = set(), [object], []
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if cls.__module__.partition('.')[0] in ('ctypes', '_ctypes', 'numpy'):
+            found.append(cls.__module__ + '.' + cls.__name__)
+        todo.extend(type.__subclasses__(cls))
+    if found:
+        raise ValueError(sorted(found)[:3])
+    return True
+""")
+
+
+def test_no_module_that_writes_memory_is_loaded_for_the_checkers_libraries():
+    # nltk imports numpy where it can (numpy arrays can be built over any address); the worker keeps it out.
+    with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
+        [result] = sandbox.run([(MEMORY_WRITERS, "i", "r")])
+    assert result.passed or "numpy" not in result.error, result
+
+
+@pytest.mark.xfail(strict=True, reason="the zygote installs its forked checks' seccomp filter through ctypes, so _ctypes "
+                                       "is loaded in every forked check (README: Sandbox threat model, not claimed)")
+def test_no_ctypes_class_is_reachable_from_a_forked_check():
+    with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
+        assert sandbox.run([(MEMORY_WRITERS, "i", "r")]) == [CodeCheckResult(True)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 7. Honest checkers keep their verdicts with the modules generated checkers import
+# ---------------------------------------------------------------------------------------------------------------------
+FRENCH, ENGLISH = "Ceci est une phrase en français, écrite pour tester la détection.", "This is plainly English text."
+SENTENCES = "Dr. Smith arrived at 5 p.m. on Monday. He left early! Did he?"
+HONEST = {  # module -> (source, [(response, verdict)]); run as they are and, made reflective, forked
+    "math": (checker("return math.isclose(math.sqrt(len(response)), 3.0)", prelude="import math\n"),
+             [("123456789", True), ("1234", False)]),
+    "string": (checker("return all(c in string.ascii_lowercase + ' ' for c in response)", prelude="import string\n"),
+               [("only lower case", True), ("Not lower", False)]),
+    "warnings": (checker("""
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            warnings.warn('deprecated idiom')
+        return len(response) > 3
+    """, prelude="import warnings\n"), [("long enough", True), ("no", False)]),
+    "langdetect": (checker("""
+        try:
+            return detect(response) == 'fr'
+        except LangDetectException:
+            return False
+    """, prelude="from langdetect import detect, DetectorFactory\nfrom langdetect.lang_detect_exception import "
+                 "LangDetectException\nDetectorFactory.seed = 0\n"), [(FRENCH, True), (ENGLISH, False), ("123", False)]),
+    "nltk sentences": (checker("return len(nltk.sent_tokenize(response)) == 3",
+                               prelude="import nltk\nnltk.download('punkt', quiet=True)\n"),
+                       [(SENTENCES, True), ("One. Two.", False)]),
+    "nltk words": (checker("return len(word_tokenize(response)) == 16", prelude="from nltk.tokenize import word_tokenize\n"),
+                   [(SENTENCES, True), ("Two words.", False)]),
+}
+
+
+def reflective(source):
+    """The same checker, sent to the forked path: its verdict also passes through getattr."""
+    return source.replace("def check_following(instruction, response):\n",
+                          "def check_following(instruction, response):\n    response = getattr(response, 'strip')()\n")
+
+
+def test_the_expected_verdicts_are_what_the_kit_computes_in_process():
+    assert len(verify_lib.split_sentences(SENTENCES)) == 3 and len(verify_lib.word_tokenize(SENTENCES)) == 16
+    assert verify_lib._detect_language(FRENCH) == "fr" and verify_lib._detect_language(ENGLISH) == "en"
+
+
+@pytest.mark.parametrize("module", sorted(HONEST))
+def test_honest_checkers_get_their_true_verdicts_with_each_allowed_module(module):
+    source, cases = HONEST[module]
+    items = [(s, "i", response) for s in (source, reflective(source)) for response, _ in cases]
+    with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
+        results = sandbox.run(items)
+        forked = sandbox.stats["forked"]
+    assert results == [CodeCheckResult(verdict) for _ in range(2) for _, verdict in cases]
+    assert forked == (len(cases) if module in ("math", "string") else 2 * len(cases))  # those two: fast path first
+
+
+def test_refused_imports_are_counted_per_module_in_the_run_log(caplog):
+    numpy = checker("return numpy is not None", prelude="import numpy\n")
+    sqlite = checker("import sqlite3\nreturn True")
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S) as sandbox:
+        results = sandbox.run([(numpy, "i", "a"), (sqlite, "i", "b"), (numpy, "i", "c"), (AT_MOST_50_WORDS, "i", "d")])
+        assert [r.passed for r in results] == [False, False, False, True]
+        assert sandbox.refused_imports == collections.Counter(numpy=2, sqlite3=1)
+    assert "numpy x2, sqlite3 x1" in caplog.text
