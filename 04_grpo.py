@@ -246,6 +246,8 @@ def main(argv=None):
                                               hard_reduce=args.hard_reduce,
                                               instruction_literal=args.instruction_literal,
                                               max_judge_failure_share=args.judge_max_failure_share)
+            for failure in code_check_failures(repeated, results):          # hostile or broken checker code, named
+                tqdm.write(f"step {step}: {failure}", file=sys.stderr)
             valid = torch.tensor([r.score is not None for r in results])   # a judge failure: no reward, no loss
             rewards = torch.tensor([0.0 if r.score is None else r.score for r in results])       # [N]
             if args.truncated_reward is not None:                          # TULU 3 / DAPO: cut answers are not paid
@@ -338,21 +340,6 @@ def sample(model, tokenizer, server, examples, stop_ids: list[int], step, *, n: 
     completion_mask, truncated = completion_mask_from(completion, stop_ids)   # [N, L], [N]
     texts = [tokenizer.decode(row[:k], skip_special_tokens=True) for row, k in zip(completion, completion_mask.sum(1))]
     return Rollout(out, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, truncated, texts)
-
-
-def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which answer tokens of HF generate's output are trained: everything up to and including the first stop id,
-    nothing after it (padding, which may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no
-    stop id within L tokens).
-
-    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), stop_ids=[2])
-    (tensor([[1, 1, 1, 0, 0],
-            [1, 1, 1, 1, 1]]), tensor([False,  True]))
-    """
-    is_eos = torch.isin(completion, torch.tensor(stop_ids, device=completion.device))
-    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
-    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
-    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group", eps: float = 1e-6,
@@ -509,17 +496,6 @@ def clipped_policy_loss(logp, old_logp, advantages, eps_low, eps_high):
     return loss, ratio, (ratio < 1 - eps_low) & (adv < 0), (ratio > 1 + eps_high) & (adv > 0)
 
 
-def truncated_is_weights(logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:
-    """min(pi_trainer(token) / pi_engine(token), cap) per token [N, L], no gradient: corrects the policy gradient for
-    tokens an inference engine sampled with slightly different numbers than the trainer computes (truncated importance
-    sampling; Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy RL training").
-
-    >>> truncated_is_weights(torch.log(torch.tensor([[0.5, 0.9]])), torch.log(torch.tensor([[0.5, 0.3]])), cap=2.0)
-    tensor([[1., 2.]])
-    """
-    return torch.exp(logp.detach() - engine_logp).clamp(max=cap)
-
-
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(pi || pi_ref) per token: exp(ref - logp) - (ref - logp) - 1 >= 0, 0 when equal."""
     log_ratio = ref_logp - logp
@@ -580,6 +556,33 @@ def shared_prompt_logprobs(model, input_ids, attention_mask, n_prompt: int, temp
                        position_ids=position_ids[:, n_prompt:-1], cache=cache, use_cache=True)
         logits = torch.cat([logits, answer.logits], dim=1)            # [N, L, V]
     return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
+
+
+# ---- the answer's end in HF generate's output, and an engine correction ----
+def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which answer tokens of HF generate's output are trained: everything up to and including the first stop id,
+    nothing after it (padding, which may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no
+    stop id within L tokens).
+
+    >>> completion_mask_from(torch.tensor([[5, 7, 2, 2, 2], [5, 6, 7, 8, 9]]), stop_ids=[2])
+    (tensor([[1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1]]), tensor([False,  True]))
+    """
+    is_eos = torch.isin(completion, torch.tensor(stop_ids, device=completion.device))
+    first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion.shape[1])   # [N]
+    positions = torch.arange(completion.shape[1], device=completion.device)                      # [L]
+    return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long(), ~is_eos.any(dim=1)
+
+
+def truncated_is_weights(logp: torch.Tensor, engine_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(pi_trainer(token) / pi_engine(token), cap) per token [N, L], no gradient: corrects the policy gradient for
+    tokens an inference engine sampled with slightly different numbers than the trainer computes (truncated importance
+    sampling; Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy RL training").
+
+    >>> truncated_is_weights(torch.log(torch.tensor([[0.5, 0.9]])), torch.log(torch.tensor([[0.5, 0.3]])), cap=2.0)
+    tensor([[1., 2.]])
+    """
+    return torch.exp(logp.detach() - engine_logp).clamp(max=cap)
 
 
 # ---- data ----
@@ -745,7 +748,15 @@ def reward_metrics(results, rewards, valid, rollout: Rollout, group_size: int) -
             "length_mean": lengths.mean().item(),
             "length_terminated_mean": lengths[done].mean().item() if done.any() else nan,
             "truncated_share": rollout.truncated.float().mean().item(),
+            "code_check_errors": sum(check.error is not None for r in results for check in r.hard),
             **{k: sum(v) / len(v) for k, v in sorted(per_type.items())}}
+
+
+def code_check_failures(examples: list, results: list) -> list[str]:
+    """"<example id> <check>: <reason>" once per generated check that failed to run on some answer of the step (the
+    sandbox refused it, it timed out or crashed, it was too large): hostile or broken rows of the data, by name."""
+    failed = {(ex.id, check.name, check.error) for ex, r in zip(examples, results) for check in r.hard if check.error}
+    return [f"{example_id} {name} failed to run: {error}" for example_id, name, error in sorted(failed)]
 
 
 def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results: list, n_samples: int) -> None:

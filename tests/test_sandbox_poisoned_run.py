@@ -74,6 +74,12 @@ def test_a_poisoned_dataset_trains_to_the_end_and_the_honest_rows_keep_their_rew
     assert not marker.exists()
     assert sandbox_processes() - before == set()
     assert "subprocess x" in out.stderr  # the run's log names the refused import
+    for row in ("row3", "row14"):         # and the hostile rows, each check with its reason
+        assert f"{row} code[1] failed to run: " in out.stderr and f"{row} code[11] failed to run: too large" in out.stderr
+    named = {line.split()[2] for line in out.stderr.splitlines() if "failed to run:" in line}   # "step N: rowK ..."
+    assert named == {"row3", "row14"}
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(m["code_check_errors"] for m in metrics) >= 2 * 2 * 2   # 2 rows x 2 answers x at least 2 checks
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     by_prompt = {ex.instruction: ex for ex in examples}
     honest = [s for s in samples if s["prompt"] not in (PROMPTS[3] + " (3)", PROMPTS[4] + " (14)")]
