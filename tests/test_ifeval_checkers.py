@@ -1,4 +1,4 @@
-"""Unit specifications for the 25 IFEval instruction checkers in verify_lib (section 2).
+"""Unit specifications for the 25 IFEval instruction checkers in verify_lib (section 3).
 
 Every expected value here is derived by hand from Google's reference evaluator
 (google-research/instruction_following_eval: instructions.py, instructions_util.py, evaluation_lib.py), not from

@@ -75,7 +75,7 @@ def test_the_pipeline_finds_its_data_from_another_working_directory(tmp_path, ti
     kit, elsewhere = tmp_path / "kit", tmp_path / "elsewhere"
     (kit / "data").mkdir(parents=True)
     elsewhere.mkdir()
-    for name in [*STAGES, "verify_lib.py", "data/seeds.jsonl", "data/composer_words.json"]:
+    for name in [*STAGES, "verify_lib.py", "rollout_server.py", "data/seeds.jsonl", "data/composer_words.json"]:
         shutil.copy(ROOT / name, kit / name)
     built = subprocess.run([sys.executable, str(kit / "01_build_data.py")], cwd=elsewhere, capture_output=True,
                            text=True, timeout=600)
