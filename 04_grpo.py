@@ -755,8 +755,9 @@ def reward_metrics(results, rewards, valid, rollout: Rollout, group_size: int) -
 def code_check_failures(examples: list, results: list) -> list[str]:
     """"<example id> <check>: <reason>" once per generated check that failed to run on some answer of the step (the
     sandbox refused it, it timed out or crashed, it was too large): hostile or broken rows of the data, by name."""
-    failed = {(ex.id, check.name, check.error) for ex, r in zip(examples, results) for check in r.hard if check.error}
-    return [f"{example_id} {name} failed to run: {error}" for example_id, name, error in sorted(failed)]
+    failed = dict.fromkeys((ex.id, check.name, check.error) for ex, r in zip(examples, results)
+                           for check in r.hard if check.error)                  # distinct, in the batch's order
+    return [f"{example_id} {name} failed to run: {error}" for example_id, name, error in failed]
 
 
 def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results: list, n_samples: int) -> None:
