@@ -1118,7 +1118,8 @@ class Completion:
 
 def checked_client(client: "ChatClient", who: str) -> "ChatClient":
     """`client` (a ChatClient or Judge) once client.check() passed, or exit with one line, "who: why": every stage
-    asks its servers before anything heavy loads, e.g. checked_client(Judge(url, "judge"), "04_grpo.py: --judge-url")."""
+    asks its servers before anything heavy loads:
+    checked_client(Judge(url, "judge"), "04_grpo.py: --judge-url")."""
     try:
         client.check()
     except JudgeError as e:
@@ -1831,12 +1832,12 @@ class CodeSandbox:
     beyond what the worker holds. An item whose source is longer than max_source_chars (256 Ki characters by default),
     or whose instruction or response is longer than max_text_chars (1 Mi), fails "too large: ..." without reaching a
     worker. `stats` counts checks, compiles, forked checks and worker restarts; `refused_imports` counts, by module,
-    the imports that checks were refused (each run logs its own, so that a user sees what their data needed). `isolation` is
-    "kernel" once the workers run under their seccomp filters, or "weak: <why>" when the caller allowed weak isolation
-    (allow_weak_isolation=True, or None and VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1) and the kernel layer is missing;
-    without that opt-in a missing kernel layer raises SandboxUnavailable. `_disable` is for tests only: it switches off
-    Python-level layers ("audit_hook", "screen": every check in the worker itself with full builtins) to show that the
-    kernel layer holds on its own.
+    the imports that checks were refused (each run logs its own, so that a user sees what their data needed).
+    `isolation` is "kernel" once the workers run under their seccomp filters, or "weak: <why>" when the caller allowed
+    weak isolation (allow_weak_isolation=True, or None and VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1) and the kernel layer
+    is missing; without that opt-in a missing kernel layer raises SandboxUnavailable. `_disable` is for tests only: it
+    switches off Python-level layers ("audit_hook", "screen": every check in the worker itself with full builtins) to
+    show that the kernel layer holds on its own.
     """
 
     def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512, max_source_chars=256 * 1024,
@@ -2179,7 +2180,8 @@ class _WorkerProcess:
     def __init__(self, command):
         # A plain `python -I -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
         # multithreaded, CUDA-holding) trainer, nothing is pickled from the worker, and -I -S keep the worker to the
-        # stdlib and the checker libraries it is told where to find (_library_paths). An empty environment keeps the trainer's (API keys) out of it; close_fds leaves it only its pipes.
+        # stdlib and the checker libraries it is told where to find (_library_paths). An empty environment keeps the
+        # trainer's (API keys) out of it; close_fds leaves it only its pipes.
         # A new session makes it a process group leader (kill() takes its zygote and forked checks along, none of
         # which can leave the group) and keeps it out of the terminal's Ctrl-C, which is the trainer's to handle.
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -2905,7 +2907,8 @@ _WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_LIBRARY_MODULES", "_PR
                      "_PR_SET_NO_NEW_PRIVS", "_SECCOMP_MODE_FILTER", "_WALL_SLACK_S", "_RETIRE_FRACTION",
                      "_GARBAGE_LIMIT", "_MAX_OUTPUT", "_MAX_STATUS")
 _WORKER_FUNCTIONS = (_worker_main, _confine_worker, _zygote_main, _CheckRunner, _child_status, _allow_list_importer,
-                     _load_libraries, _no_punkt_model, _sentence_tokenizer, _limit_resources, _remove_functions, _drop_privileges, _install_filter, _filter_installer,
+                     _load_libraries, _no_punkt_model, _sentence_tokenizer, _limit_resources, _remove_functions,
+                     _drop_privileges, _install_filter, _filter_installer,
                      _parent_death_signal_setter, _keep_fds, _read_exact, _read_into, _write_all, _drain,
                      _compile_checker, _run_check, _OutputCap, _shared_state, _changed_state, _describe, _death_reason,
                      _fast_vocabulary, _fast_path_ok, _make_audit_hook)
