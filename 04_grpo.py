@@ -29,8 +29,8 @@ Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per
 Outputs in --out-dir: metrics.jsonl (one row per step, with the signs of reward hacking: truncated_share,
 repeat_share, distinct_2, pass rate per constraint kind), samples.jsonl (a few answers per step and its worst and
 best), curves.png, adapter/ (the last step), checkpoint/ and, with --merge, merged/ (base + adapter, a plain HF
-folder). With --select-every N: selection.jsonl (the held-out pass rate every N steps) and selected/ (the best step's
-adapter and selection.json; with --merge also selected_merged/).
+folder). With --select-every N: selection.jsonl (the held-out pass rate of the base and every N steps) and selected/
+(the best step's adapter and selection.json; with --merge also selected_merged/).
 
 Rollouts on a vLLM server (--rollout-url; rollout_server.py, scripts/serve_policy.sh): the server gets the live policy
 each step and returns the G answers per prompt as token ids with its log-probs; the trainer recomputes the log-probs
@@ -129,9 +129,10 @@ def parse_args(argv=None):
       help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
            "learning them rather than the luck of the draw; paper: 0, all)")
     a("--select-every", type=int, default=0, metavar="N",
-      help="every N steps the policy answers --select-data greedily (through --rollout-url when given) and the run "
-           "keeps the best by its hard pass rate in <out-dir>/selected, next to the last (TULU 3 chooses checkpoints "
-           "on held-out evaluation; never on IFEval or IFBench, which are the tests); 0: off")
+      help="every N steps (and before the first, the base) the policy answers --select-data greedily (through "
+           "--rollout-url when given) and the run keeps the best by its hard pass rate in <out-dir>/selected, next to "
+           "the last (TULU 3 chooses checkpoints on held-out evaluation; never on IFEval or IFBench, which are the "
+           "tests); 0: off")
     a("--select-data", type=Path, default=HERE / "data/verif_eval.jsonl",
       help="held-out examples for --select-every (01_build_data.py's eval split)")
 
@@ -228,6 +229,9 @@ def main(argv=None):
     settings = UpdateSettings.of(args)
     start, data_state, best = start_or_resume(model, optimizer, scheduler, len(examples), args)
     G, saved = args.num_generations, start
+    if heldout and best is None:                    # the base model's held-out pass rate: what a selected step must beat
+        best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, start, None, args)
+        save_checkpoint(model, optimizer, scheduler, start, data_state, args.out_dir, best)
 
     # ---- the loop ----
     try:

@@ -365,7 +365,7 @@ def test_selection_keeps_the_best_held_out_step_and_its_adapter_measures_as_logg
                                                                                     tmp_path):
     run(tiny_model_dir, train_file, tmp_path, "--steps", "3", "--select-every", "2", "--select-data", str(train_file))
     rows = [json.loads(line) for line in (tmp_path / "selection.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 3]                       # every 2 steps, and the last step
+    assert [r["step"] for r in rows] == [0, 2, 3]                    # the base, every 2 steps, and the last step
     chosen = json.loads((tmp_path / "selected/selection.json").read_text())
     best = max(rows, key=lambda r: (r["prompt_level"], r["instruction_level"], -r["step"]))
     assert chosen["step"] == best["step"] and chosen["prompt_level"] == best["prompt_level"]
