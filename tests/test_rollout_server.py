@@ -146,7 +146,7 @@ def test_selection_answers_on_the_server_and_unloads_its_adapters(policy_server,
                "--rollout-url", policy_server, "--steps", "2", "--prompts-per-step", "2", "--num-generations", "4",
                "--max-new-tokens", "16", "--lr", "1e-3"])
     selection = [json.loads(line) for line in (out / "selection.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in selection] == [1, 2]
+    assert [r["step"] for r in selection] == [0, 1, 2]                # the base, then every step
     assert all(0 <= r["prompt_level"] <= 1 and r["instruction_level"] == r["prompt_level"] for r in selection)
     assert (out / "selected/adapter_model.safetensors").exists()
     loaded = [m["id"] for m in httpx.get(policy_server.rstrip("/") + "/models").json()["data"]]
