@@ -1860,6 +1860,8 @@ class CodeSandbox:
         for source, instruction, response in items:
             if not all(isinstance(s, str) for s in (source, instruction, response)):
                 raise TypeError("run_code_checks items are (function_source, instruction, response) strings")
+            # a str subclass (numpy.str_ from pandas or datasets) crosses to the worker as the plain str it holds
+            source, instruction, response = (str.__str__(s) for s in (source, instruction, response))
             if source not in digests:
                 digests[source] = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             jobs.append((digests[source], source, "instruction" if instruction_literal else instruction, response))
@@ -1993,6 +1995,8 @@ class CodeSandbox:
         status = line[3:]  # after the flags
         results[worker.batch[worker.done]] = _VERDICTS.get(status) or CodeCheckResult(
             False, status[1:].decode("utf-8", "replace"))
+        if status.startswith(b"Ecompile error: MemoryError"):  # the worker kept nothing: send the source itself again
+            worker.known.discard(worker.digests[worker.done])
         self.stats["compiles"] += line[0] == ord("c")
         self.stats["forked"] += line[1] == ord("f")
         worker.retired = line[2] == ord("x")
@@ -2178,18 +2182,20 @@ def _bpf_program(seccomp, role):
 
 class _WorkerProcess:
     def __init__(self, command):
-        # A plain `python -I -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
-        # multithreaded, CUDA-holding) trainer, nothing is pickled from the worker, and -I -S keep the worker to the
-        # stdlib and the checker libraries it is told where to find (_library_paths). An empty environment keeps the
-        # trainer's (API keys) out of it; close_fds leaves it only its pipes.
+        # A plain `python -s -P -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
+        # multithreaded, CUDA-holding) trainer, nothing is pickled from the worker, and -s -P -S keep the worker to the
+        # stdlib and the checker libraries it is told where to find (_library_paths). An environment of one fixed
+        # variable keeps the trainer's (API keys) out of it; close_fds leaves it only its pipes.
         # A new session makes it a process group leader (kill() takes its zygote and forked checks along, none of
         # which can leave the group) and keeps it out of the terminal's Ctrl-C, which is the trainer's to handle.
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd="/", env={}, close_fds=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd="/",
+                                     env={"PYTHONHASHSEED": "0"}, close_fds=True)
         self.fd = self.proc.stdout.fileno()
         self.known = set()  # digests of the sources this worker has been sent
         self.batch, self.done, self.ready, self.retired, self.buffer = None, 0, False, False, b""
         self.received, self.strikes = False, 0  # whether it said it has read its batch; see _queue_unread
+        self.digests = []   # of the batch's sources, in order
         self.deadline = time.monotonic() + _STARTUP_S
 
     def send(self, batch, strikes, jobs, backstop, run_id):
@@ -2203,6 +2209,7 @@ class _WorkerProcess:
             message.append((digest, None if digest in self.known else source, instruction, response))
             self.known.add(digest)
         self.batch, self.done, self.received, self.strikes = batch, 0, False, strikes
+        self.digests = [jobs[i][0] for i in batch]
         data = marshal.dumps((run_id, reset, message))
         self.proc.stdin.write(len(data).to_bytes(4, "little") + data)
         self.proc.stdin.flush()
@@ -2295,13 +2302,15 @@ _FAST_MODULES["typing"] = ("Any", "Dict", "List", "Set", "Tuple", "Optional", "U
 # module. All are imported when a worker starts; afterwards the kernel lets nothing else be read, hence be imported.
 _CHECK_MODULES = tuple(_FAST_MODULES) + (
     "collections.abc", "datetime", "time", "random", "textwrap", "operator", "heapq", "bisect", "copy", "dataclasses",
-    "enum", "fractions", "decimal", "numbers", "difflib", "calendar", "warnings")
+    "enum", "fractions", "decimal", "numbers", "difflib", "calendar", "warnings", "__future__", "_strptime")
 # Pure-computation libraries outside the stdlib that generated checkers import (language constraints ask langdetect,
 # sentence and word counts nltk's tokenizers), wherever they are installed; a checker that imports one that is not
 # installed fails as it would with any other module off the allow-list. Their data is loaded at start-up (see
 # _load_libraries), so that no call reads a file.
 _LIBRARY_MODULES = ("langdetect", "langdetect.lang_detect_exception", "langdetect.detector_factory", "nltk",
-                    "nltk.tokenize", "nltk.tokenize.punkt", "nltk.tokenize.treebank", "nltk.tokenize.regexp")
+                    "nltk.tokenize", "nltk.tokenize.punkt", "nltk.tokenize.treebank", "nltk.tokenize.regexp",
+                    "nltk.tokenize.casual", "nltk.util", "nltk.probability", "nltk.stem", "nltk.stem.porter",
+                    "nltk.huggingface.dataset")   # what nltk.data.find imports inside its own try/except
 # Imported at start-up too: what the modules above import lazily (datetime.strptime, the codecs of str.encode), and
 # what the worker itself needs to confine itself.
 _PRELOAD = ("_strptime", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
@@ -2581,6 +2590,7 @@ def _load_libraries(paths):
         loaded[name] = sys.modules[name]
     if "langdetect.detector_factory" in loaded:
         loaded["langdetect.detector_factory"].init_factory()
+        loaded["langdetect.detector_factory"].DetectorFactory.seed = 0   # as the kit's own checkers: one answer
     if "nltk.tokenize" in loaded:
         try:
             english = _sentence_tokenizer()
@@ -2936,4 +2946,6 @@ def _worker_source():
 
 def _worker_command(timeout_s, memory_mb, programs, strict, disabled):
     call = f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r}, {_library_paths()!r})"
-    return [sys.executable, "-I", "-S", "-B", "-c", f"{_worker_source()}\n{call}\n"]
+    # -I without its -E: the environment is ours alone (see _WorkerProcess), and PYTHONHASHSEED=0 in it makes a
+    # checker's set and dict orders, hence its verdict, the same in every worker and every run.
+    return [sys.executable, "-s", "-P", "-S", "-B", "-c", f"{_worker_source()}\n{call}\n"]

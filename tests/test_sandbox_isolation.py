@@ -241,6 +241,27 @@ HONEST = {  # module -> (source, [(response, verdict)]); run as they are and, ma
                        [(SENTENCES, True), ("One. Two.", False)]),
     "nltk words": (checker("return len(word_tokenize(response)) == 16", prelude="from nltk.tokenize import word_tokenize\n"),
                    [(SENTENCES, True), ("Two words.", False)]),
+    # what a red-team review found refused (README, Sandbox threat model): datetime's lazy _strptime, a __future__
+    # import, NLTK's usual find-then-download preamble (nltk.data.find imports an optional module in its own try),
+    # NLTK names imported by their module paths
+    "datetime.strptime": (checker("""
+        try:
+            datetime.strptime(response, '%Y-%m-%d')
+            return True
+        except ValueError:
+            return False
+    """, prelude="from datetime import datetime\n"), [("2024-01-31", True), ("31/01/2024", False)]),
+    "__future__": (checker("return len(response) > 3", prelude="from __future__ import annotations\n"),
+                   [("long enough", True), ("no", False)]),
+    "nltk find, then download": (checker("""
+        try:
+            nltk.data.find('tokenizers/punkt')
+        except LookupError:
+            nltk.download('punkt')
+        return len(nltk.sent_tokenize(response)) == 3
+    """, prelude="import nltk\n"), [(SENTENCES, True), ("One. Two.", False)]),
+    "nltk.util": (checker("return len(list(ngrams(response.split(), 2))) == 2", prelude="from nltk.util import ngrams\n"),
+                  [("a b c", True), ("a b", False)]),
 }
 
 
@@ -264,6 +285,28 @@ def test_honest_checkers_get_their_true_verdicts_with_each_allowed_module(module
         forked = sandbox.stats["forked"]
     assert results == [CodeCheckResult(verdict) for _ in range(2) for _, verdict in cases]
     assert forked == (len(cases) if module in ("math", "string") else 2 * len(cases))  # those two: fast path first
+
+
+def test_a_verdict_is_the_same_in_every_worker_and_run():
+    """Set order (string hashing) and langdetect's sampling would otherwise differ from one worker process to the
+    next: the workers run with PYTHONHASHSEED=0 and langdetect seeded, as the kit's own checkers are."""
+    by_order = checker("return list(set(response.split()))[0] == 'apple'")
+    unseeded = checker("return detect(response) == 'en'", prelude="from langdetect import detect\n")
+    items = [(by_order, "i", "apple pear plum fig kiwi lime"), (reflective(by_order), "i", "apple pear plum fig kiwi"),
+             (unseeded, "i", "Hello world")]
+    seen = set()
+    for _ in range(4):                                       # four pools: four worker processes, four hash seeds before
+        with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
+            seen.add(tuple(r.passed for r in sandbox.run(items)))
+    assert len(seen) == 1, seen
+
+
+def test_a_str_subclass_is_checked_as_the_text_it_holds():
+    """numpy.str_ from pandas or datasets: a str subclass that would not cross to the worker."""
+    class Text(str):
+        pass
+    assert run_code_checks([(Text(AT_MOST_50_WORDS), Text("i"), Text("a few words"))], timeout_s=TIMEOUT_S) == [
+        CodeCheckResult(True)]
 
 
 def test_refused_imports_are_counted_per_module_in_the_run_log(caplog):
