@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import json
 import sys
-import time
+import timeit
 from pathlib import Path
 
 import torch
@@ -28,14 +28,9 @@ grpo = importlib.import_module("04_grpo")
 
 
 def timed(fn, repeats: int) -> float:
-    """The best of `repeats` wall times of fn(), in seconds (the first call warms up and is not counted)."""
+    """The best of `repeats` wall times of fn(), in seconds, after one call that warms up."""
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return min(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def main():
