@@ -228,13 +228,13 @@ def main(argv=None):
     optimizer, scheduler = build_optimizer(model, args)
     settings = UpdateSettings.of(args)
     start, data_state, best = start_or_resume(model, optimizer, scheduler, len(examples), args)
-    G, saved = args.num_generations, start
-    if heldout and best is None:                    # the base model's held-out pass rate: what a selected step must beat
-        best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, start, None, args)
-        save_checkpoint(model, optimizer, scheduler, start, data_state, args.out_dir, best)
+    G, saved, step = args.num_generations, start, start
 
     # ---- the loop ----
     try:
+        if heldout and best is None:                # the base model's held-out pass rate: what a selected step must beat
+            best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, start, None, args)
+            save_checkpoint(model, optimizer, scheduler, start, data_state, args.out_dir, best)
         for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
             batch_examples = next_prompts(examples, data_state, args.prompts_per_step, args.seed)
 
