@@ -56,6 +56,7 @@ import os
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -1919,8 +1920,13 @@ class CodeSandbox:
         programs = _kernel_programs()
         if isinstance(programs, str) and not self.allow_weak_isolation:
             raise SandboxUnavailable(_unavailable_message(programs))
+        helper, why = _prctl_helper()
+        if helper is None and not _warned_no_helper:
+            _warned_no_helper.append(why)
+            _log.warning("forked checks can reach ctypes, which the workers need to confine themselves without "
+                         "the compiled prctl helper: %s. The kernel layer holds all the same (README, Sandbox)", why)
         return _WorkerProcess(_worker_command(self.timeout_s, self.memory_mb, programs, not self.allow_weak_isolation,
-                                              self._disable))
+                                              self._disable, helper))
 
     def _dispatch(self, jobs, results):
         """Run every job whose result is still None; return once each has its result. Small batches keep every worker
@@ -2180,6 +2186,102 @@ def _bpf_program(seccomp, role):
         return out.read()
 
 
+# ---- the prctl helper: how a sandbox process confines itself without ctypes ----
+# A seccomp filter is installed with two prctl calls, which Python's standard library does not offer. ctypes offers
+# them, but a module loaded once stays loaded: in the zygote, and so in every forked check, where ctypes' classes (found
+# by walking object.__subclasses__()) can write to any address of the check's own memory, its audit hook included,
+# without raising an audit event. So the parent compiles these few lines of C once, with the compiler Python was built
+# with (cached by content in ~/.cache/verif), and the worker loads them before its filter goes on. They can only put
+# the calling process under a filter or set its parent-death signal: more confinement, never less. Without a compiler
+# the worker falls back to ctypes (logged: the kernel layer holds all the same).
+_PRCTL_HELPER_C = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+
+/* install_filter(program: bytes): no_new_privs, then the raw BPF program as this process's seccomp filter. */
+static PyObject *install_filter(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    size_t n = (size_t)view.len / sizeof(struct sock_filter);
+    if (view.len == 0 || (size_t)view.len % sizeof(struct sock_filter) || n > BPF_MAXINSNS) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "not a BPF program");
+        return NULL;
+    }
+    struct sock_fprog program = {(unsigned short)n, (struct sock_filter *)view.buf};
+    int failed = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
+    int error = errno;
+    PyBuffer_Release(&view);
+    if (failed) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* set_parent_death_signal(signal: int): the signal this process gets when its parent dies. */
+static PyObject *set_parent_death_signal(PyObject *self, PyObject *arg) {
+    long sig = PyLong_AsLong(arg);
+    if (sig == -1 && PyErr_Occurred())
+        return NULL;
+    if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0))
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"install_filter", install_filter, METH_O, "Put this process under a raw seccomp-bpf program."},
+    {"set_parent_death_signal", set_parent_death_signal, METH_O, "PR_SET_PDEATHSIG."},
+    {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_verif_prctl", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__verif_prctl(void) { return PyModule_Create(&module); }
+"""
+
+
+_warned_no_helper: list[str] = []  # the warning that forked checks can reach ctypes is logged once per process
+
+
+@functools.cache
+def _prctl_helper():
+    """(the compiled helper's path, None), or (None, why it could not be built). Built once per content, compiler and
+    Python, into ~/.cache/verif (or $XDG_CACHE_HOME/verif; the temporary folder if neither can be written)."""
+    import sysconfig
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    key = "\0".join([_PRCTL_HELPER_C, sys.version, suffix, *compiler])
+    name = f"_verif_prctl-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
+    folders = [Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "verif",
+               Path(tempfile.gettempdir()) / f"verif-{os.getuid()}"]
+    why = "no folder to build it in"
+    for folder in folders:
+        if (folder / name).is_file():
+            return str(folder / name), None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                source, built = Path(tmp) / "prctl.c", Path(tmp) / name
+                source.write_text(_PRCTL_HELPER_C)
+                done = subprocess.run([*compiler, "-shared", "-fPIC", "-O2", f"-I{sysconfig.get_paths()['include']}",
+                                       str(source), "-o", str(built)], capture_output=True, text=True, timeout=300)
+                if done.returncode != 0:
+                    return None, f"{' '.join(compiler)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+                os.chmod(built, 0o644)
+                os.replace(built, folder / name)  # whole or not at all: a concurrent build just replaces it
+            return str(folder / name), None
+        except FileNotFoundError as e:
+            if e.filename == compiler[0]:
+                return None, f"no C compiler ({compiler[0]} not found; set CC)"
+            why = f"cannot build it in {folder} ({type(e).__name__}: {e})"
+        except (OSError, subprocess.SubprocessError) as e:
+            why = f"cannot build it in {folder} ({type(e).__name__}: {e})"
+    return None, why
+
+
 class _WorkerProcess:
     def __init__(self, command):
         # A plain `python -s -P -S -B -c` subprocess over pipes, not multiprocessing: nothing forks the (possibly
@@ -2312,9 +2414,9 @@ _LIBRARY_MODULES = ("langdetect", "langdetect.lang_detect_exception", "langdetec
                     "nltk.tokenize.casual", "nltk.util", "nltk.probability", "nltk.stem", "nltk.stem.porter",
                     "nltk.huggingface.dataset")   # what nltk.data.find imports inside its own try/except
 # Imported at start-up too: what the modules above import lazily (datetime.strptime, the codecs of str.encode), and
-# what the worker itself needs to confine itself.
+# what the worker itself needs to confine itself (its prctl calls: _prctl_helper, or ctypes without it).
 _PRELOAD = ("_strptime", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
-            "encodings.cp1252", "encodings.unicode_escape", "encodings.raw_unicode_escape", "ctypes", "fcntl")
+            "encodings.cp1252", "encodings.unicode_escape", "encodings.raw_unicode_escape", "fcntl")
 _SAFE_BUILTINS = frozenset(
     "abs all any ascii bin bool bytearray bytes callable chr complex dict divmod enumerate filter float format frozenset "
     "hash hex id int isinstance issubclass iter len list map max min next object oct ord pow print range repr reversed "
@@ -2333,11 +2435,12 @@ _REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "sets
 _NOBODY = 65534  # the unprivileged uid and gid a worker started as root becomes
 
 
-def _worker_main(timeout_s, memory_mb, programs, strict, disabled, library_paths):
+def _worker_main(timeout_s, memory_mb, programs, strict, disabled, library_paths, helper_path):
     """A sandbox worker. `programs`: the seccomp programs by role, or a str saying why there are none (then `strict`
     is False: the caller allowed weak isolation). `disabled`: Python-level layers switched off, for tests.
-    `library_paths`: where the checker libraries outside the stdlib (_LIBRARY_MODULES) are installed."""
-    runner = _CheckRunner(timeout_s, memory_mb, disabled, library_paths)
+    `library_paths`: where the checker libraries outside the stdlib (_LIBRARY_MODULES) are installed. `helper_path`:
+    the compiled prctl helper (_prctl_helper), or None."""
+    runner = _CheckRunner(timeout_s, memory_mb, disabled, library_paths, helper_path)
     problems = _confine_worker(runner, programs, disabled)
     if problems and strict:
         os.write(_FD["results"], ("U" + "; ".join(problems)).encode("utf-8", "replace")[:4000] + b"\n")
@@ -2389,7 +2492,7 @@ def _confine_worker(runner, programs, disabled):
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # binds now that it is not root; the zygote forks, not this
     if "audit_hook" not in disabled:
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
-    problems += _install_filter(programs, "worker")
+    problems += _install_filter(programs, "worker", runner.prctl)
     if _read_exact(_FD["check_exit"], 4) != bytes(4):  # else it wrote why it failed, and exited
         why = _read_exact(_FD["check_exit"], 1000).decode("utf-8", "replace") or "it died"
         problems.append("the zygote could not confine itself: " + why)
@@ -2399,7 +2502,7 @@ def _confine_worker(runner, programs, disabled):
 def _zygote_main(runner, programs, disabled):
     """Fork one process per forked check, from a state that has never held an item; report how each ended."""
     try:
-        _install_filter(programs, "zygote", raise_errors=True)
+        _install_filter(programs, "zygote", runner.prctl, raise_errors=True)
         runner.prepare_children(programs, disabled)
     except OSError as e:
         os.write(_FD["exit_out"], b"\x01\x00\x00\x00" + str(e).encode()[:1000])
@@ -2428,7 +2531,7 @@ def _zygote_main(runner, programs, disabled):
 
 
 class _CheckRunner:
-    def __init__(self, timeout_s, memory_mb, disabled, library_paths):
+    def __init__(self, timeout_s, memory_mb, disabled, library_paths, helper_path):
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
         # source digest -> (code, runs on the fast path, source if forked), or (None, "compile error: ...", None)
         self.cache = {}
@@ -2443,6 +2546,12 @@ class _CheckRunner:
         for name in _PRELOAD + tuple(sys.builtin_module_names):
             if name not in ("pwd", "faulthandler", "_tracemalloc", "xxsubtype"):
                 __import__(name)
+        # The prctl calls that confine this process, its zygote and every forked check: the compiled helper, so that
+        # no forked check finds ctypes; ctypes where there is none, or for tests ("no_ctypes" off: attacks that call
+        # the C library directly, as native code could, test the kernel layer alone).
+        self.prctl = _load_prctl_helper(helper_path) if helper_path and "no_ctypes" not in disabled else None
+        if self.prctl is None:
+            __import__("ctypes")
         self.watched = frozenset(sys.modules)  # see _shared_state
         self.modules.update(_load_libraries(library_paths))
         self.vocabulary = _fast_vocabulary(modules)
@@ -2523,8 +2632,8 @@ class _CheckRunner:
     # ---- in the zygote ----
     def prepare_children(self, programs, disabled):
         """What a forked check needs set up before it may no longer do so: its filter, ready to install."""
-        self.child_filter = _filter_installer(programs["check"]) if isinstance(programs, dict) else None
-        self.set_parent_death_signal = _parent_death_signal_setter()
+        self.child_filter = _filter_installer(programs["check"], self.prctl) if isinstance(programs, dict) else None
+        self.set_parent_death_signal = _parent_death_signal_setter(self.prctl)
         self.set_parent_death_signal()  # the zygote dies with the worker
 
     def run_child(self, item):
@@ -2633,7 +2742,7 @@ def _drop_privileges():
     os.setresuid(_NOBODY, _NOBODY, _NOBODY)
 
 
-def _install_filter(programs, role, raise_errors=False):
+def _install_filter(programs, role, helper, raise_errors=False):
     """Put this process under the seccomp program for `role`; return the problems (raise them if raise_errors)."""
     if not isinstance(programs, dict):
         problem = programs or "no seccomp programs"
@@ -2641,7 +2750,7 @@ def _install_filter(programs, role, raise_errors=False):
             return []  # weak isolation, allowed by the caller: the worker has already said why
         return [problem]
     try:
-        _filter_installer(programs[role])()
+        _filter_installer(programs[role], helper)()
     except OSError as e:
         if raise_errors:
             raise
@@ -2649,9 +2758,24 @@ def _install_filter(programs, role, raise_errors=False):
     return []
 
 
-def _filter_installer(program):
+def _load_prctl_helper(path):
+    """The compiled prctl helper (_prctl_helper) as a module, kept out of sys.modules; None if it cannot be loaded."""
+    import importlib.machinery
+    import importlib.util
+    try:
+        loader = importlib.machinery.ExtensionFileLoader("_verif_prctl", path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader("_verif_prctl", loader))
+        loader.exec_module(module)
+        return module
+    except (ImportError, OSError):
+        return None
+
+
+def _filter_installer(program, helper):
     """A function that puts the calling process (and the children it forks after) under the raw BPF `program`.
     Everything is prepared here, so that the call itself needs nothing but prctl."""
+    if helper is not None:
+        return lambda install=helper.install_filter: install(program)
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     fprog_type = type("sock_fprog", (ctypes.Structure,), {"_fields_": [("len", ctypes.c_ushort),
@@ -2668,7 +2792,9 @@ def _filter_installer(program):
     return install
 
 
-def _parent_death_signal_setter():
+def _parent_death_signal_setter(helper):
+    if helper is not None:
+        return lambda set_signal=helper.set_parent_death_signal: set_signal(signal.SIGKILL)
     import ctypes
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -2918,7 +3044,7 @@ _WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_LIBRARY_MODULES", "_PR
                      "_GARBAGE_LIMIT", "_MAX_OUTPUT", "_MAX_STATUS")
 _WORKER_FUNCTIONS = (_worker_main, _confine_worker, _zygote_main, _CheckRunner, _child_status, _allow_list_importer,
                      _load_libraries, _no_punkt_model, _sentence_tokenizer, _limit_resources, _remove_functions,
-                     _drop_privileges, _install_filter, _filter_installer,
+                     _drop_privileges, _install_filter, _load_prctl_helper, _filter_installer,
                      _parent_death_signal_setter, _keep_fds, _read_exact, _read_into, _write_all, _drain,
                      _compile_checker, _run_check, _OutputCap, _shared_state, _changed_state, _describe, _death_reason,
                      _fast_vocabulary, _fast_path_ok, _make_audit_hook)
@@ -2944,8 +3070,9 @@ def _worker_source():
     return _WORKER_PRELUDE + constants + "\n".join(inspect.getsource(f) for f in _WORKER_FUNCTIONS)
 
 
-def _worker_command(timeout_s, memory_mb, programs, strict, disabled):
-    call = f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r}, {_library_paths()!r})"
+def _worker_command(timeout_s, memory_mb, programs, strict, disabled, helper_path):
+    call = (f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r}, {_library_paths()!r}, "
+            f"{helper_path!r})")
     # -I without its -E: the environment is ours alone (see _WorkerProcess), and PYTHONHASHSEED=0 in it makes a
     # checker's set and dict orders, hence its verdict, the same in every worker and every run.
     return [sys.executable, "-s", "-P", "-S", "-B", "-c", f"{_worker_source()}\n{call}\n"]

@@ -8,9 +8,10 @@ in the same batch (fast and forked, on the one worker that also ran the attack) 
 the pool is closed no sandbox process is left.
 
 Each attack runs under three configurations: every layer (the default); the audit hook switched off, as crafted
-bytecode or a native module switches it off, so that the attack calls the C library directly through ctypes and only
-the kernel filter and the process design stand in its way (on the forked path); and the audit hook and the static
-screen off, so that the same attack runs inside the worker itself (the fast path's process).
+bytecode or a native module switches it off, so that the attack calls the C library directly through ctypes (loaded for
+it: verify_lib keeps ctypes out of the workers) and only the kernel filter and the process design stand in its way (on
+the forked path); and the audit hook and the static screen off, so that the same attack runs inside the worker itself
+(the fast path's process).
 """
 import dis
 import importlib.util
@@ -35,7 +36,7 @@ TEST_PID = os.getpid()
 NOBODY = 65534
 
 # Everything an attacker reaches without an import: sys and os through os._wrap_close's globals, the C library through
-# ctypes (which the worker loads to install its filter), extension modules loaded from a path under another name.
+# ctypes (loaded in the kernel-only modes, see MODES), extension modules loaded from a path under another name.
 PRELUDE = '''
 def _attempt(action):
     try:
@@ -173,7 +174,10 @@ ATTACKS = {
         return repr(value) != ''
     ''',
 }
-MODES = {"all_layers": (), "kernel_only": ("audit_hook",), "kernel_only_in_the_worker": ("audit_hook", "screen")}
+# The kernel-only modes also load ctypes in the workers ("no_ctypes" off), which verify_lib keeps out of them: the attacks
+# then call the C library directly, as any native code could.
+MODES = {"all_layers": (), "kernel_only": ("audit_hook", "no_ctypes"),
+         "kernel_only_in_the_worker": ("audit_hook", "screen", "no_ctypes")}
 
 PROBE_FAST = "def check_following(instruction, response):\n    return 'sunrise' in response\n"
 PROBE_FORKED = "def check_following(instruction, response):\n    return getattr(response, 'startswith')('zzz')\n"

@@ -206,11 +206,34 @@ def test_no_module_that_writes_memory_is_loaded_for_the_checkers_libraries():
     assert result.passed or "numpy" not in result.error, result
 
 
-@pytest.mark.xfail(strict=True, reason="the zygote installs its forked checks' seccomp filter through ctypes, so _ctypes "
-                                       "is loaded in every forked check (README: Sandbox threat model, not claimed)")
 def test_no_ctypes_class_is_reachable_from_a_forked_check():
+    # The workers confine themselves through the compiled prctl helper, not ctypes (verify_lib._prctl_helper).
+    assert verify_lib._prctl_helper()[0] is not None, verify_lib._prctl_helper()
     with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
         assert sandbox.run([(MEMORY_WRITERS, "i", "r")]) == [CodeCheckResult(True)]
+
+
+def test_the_class_walk_finds_ctypes_where_the_workers_load_it():
+    # What test_sandbox_attacks' kernel-only modes give an attacker: the walk above does find ctypes when it is there.
+    with CodeSandbox(workers=1, timeout_s=5.0, _disable=("no_ctypes",)) as sandbox:
+        [result] = sandbox.run([(MEMORY_WRITERS, "i", "r")])
+    assert not result.passed and "ctypes" in result.error, result
+
+
+def test_without_a_compiler_the_workers_fall_back_to_ctypes_and_say_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(verify_lib, "_warned_no_helper", [])
+    verify_lib._prctl_helper.cache_clear()
+    try:
+        assert verify_lib._prctl_helper() == (None, f"no C compiler ({tmp_path / 'no-such-cc'} not found; set CC)")
+        with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
+            results = sandbox.run([(MEMORY_WRITERS, "i", "r"), (checker("return response == 'r'"), "i", "r")])
+            assert sandbox.isolation == "kernel"   # the kernel layer does not depend on the helper
+    finally:
+        verify_lib._prctl_helper.cache_clear()
+    assert "ctypes" in results[0].error and results[1] == CodeCheckResult(True), results
+    assert "forked checks can reach ctypes" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------------------------
