@@ -2423,10 +2423,12 @@ _SAFE_BUILTINS = frozenset(
     "round set slice sorted str sum tuple zip".split())
 # Public names that are reflection or setattr gadgets (Formatter.get_field returns any attribute of any object).
 _DENIED_ATTRS = frozenset({"Formatter", "update_wrapper", "wraps", "total_ordering", "register"})
-# Audit events a check may raise. Everything else is forbidden (default deny).
+# Audit events a check may raise. Everything else is forbidden (default deny), code.__new__ (code.replace included),
+# function.__new__ and marshal.loads among them: hand-made code objects with out-of-range operands read and write any
+# address, the audit hook's own state included.
 _ALLOWED_EVENTS = frozenset(
-    "exec compile marshal.loads marshal.load marshal.dumps sys._getframe object.__getattr__ builtins.id time.sleep "
-    "code.__new__ function.__new__ array.__new__ pickle.find_class".split())
+    "exec compile marshal.dumps sys._getframe object.__getattr__ builtins.id time.sleep array.__new__ "
+    "pickle.find_class".split())
 # Unaudited functions that act on other processes or the file system; removed from the worker (before any fork).
 _REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "setsid", "setpgid", "setpgrp",
                                 "sched_setaffinity", "sched_setscheduler", "sched_setparam", "setpriority"),
@@ -2612,7 +2614,7 @@ class _CheckRunner:
     def _run_forked(self, source, instruction, response):
         """Have the zygote fork a process for this check; its status. A check that outlives every timer, or a zygote
         that is gone, makes the worker retire (the parent then kills its whole process group)."""
-        data = marshal.dumps((source, instruction, response))
+        data = _pack_texts((source, instruction, response))
         try:
             _write_all(_FD["to_zygote"], len(data).to_bytes(4, "little") + data)
         except OSError:
@@ -2641,7 +2643,7 @@ class _CheckRunner:
         try:
             os.closerange(0, _FD["result_out"])
             os.closerange(_FD["result_out"] + 1, os.sysconf("SC_OPEN_MAX"))
-            source, instruction, response = marshal.loads(item)
+            source, instruction, response = _unpack_texts(item)
             self.set_parent_death_signal()
             resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
             gc.enable()  # a child's garbage dies with it: plain Python semantics
@@ -2658,6 +2660,22 @@ class _CheckRunner:
                      .replace("\n", " ").encode())
         finally:
             os._exit(0)
+
+
+def _pack_texts(texts):
+    """Strings as bytes, each behind its length: how an item reaches a forked check, which decodes it without marshal
+    (a check may not call marshal.loads: crafted code objects are a way to write memory)."""
+    encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
+    return b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
+
+
+def _unpack_texts(data):
+    texts, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at:at + 4], "little")
+        texts.append(bytes(data[at + 4:at + 4 + size]).decode("utf-8", "surrogatepass"))
+        at += 4 + size
+    return texts
 
 
 def _child_status(data, exit_code, timeout_s):
@@ -2759,7 +2777,7 @@ def _install_filter(programs, role, helper, raise_errors=False):
 
 
 def _load_prctl_helper(path):
-    """The compiled prctl helper (_prctl_helper) as a module, kept out of sys.modules; None if it cannot be loaded."""
+    """The compiled prctl helper (_prctl_helper) as a module; None if it cannot be loaded."""
     import importlib.machinery
     import importlib.util
     try:
@@ -3042,7 +3060,8 @@ _WORKER_CONSTANTS = ("_FAST_MODULES", "_CHECK_MODULES", "_LIBRARY_MODULES", "_PR
                      "_ALLOWED_EVENTS", "_REMOVED_FUNCTIONS", "_NOBODY", "_FD", "_PR_SET_PDEATHSIG", "_PR_SET_SECCOMP",
                      "_PR_SET_NO_NEW_PRIVS", "_SECCOMP_MODE_FILTER", "_WALL_SLACK_S", "_RETIRE_FRACTION",
                      "_GARBAGE_LIMIT", "_MAX_OUTPUT", "_MAX_STATUS")
-_WORKER_FUNCTIONS = (_worker_main, _confine_worker, _zygote_main, _CheckRunner, _child_status, _allow_list_importer,
+_WORKER_FUNCTIONS = (_worker_main, _confine_worker, _zygote_main, _CheckRunner, _pack_texts, _unpack_texts,
+                     _child_status, _allow_list_importer,
                      _load_libraries, _no_punkt_model, _sentence_tokenizer, _limit_resources, _remove_functions,
                      _drop_privileges, _install_filter, _load_prctl_helper, _filter_installer,
                      _parent_death_signal_setter, _keep_fds, _read_exact, _read_into, _write_all, _drain,

@@ -213,6 +213,29 @@ def test_no_ctypes_class_is_reachable_from_a_forked_check():
         assert sandbox.run([(MEMORY_WRITERS, "i", "r")]) == [CodeCheckResult(True)]
 
 
+# Hand-made code objects (an out-of-range LOAD_CONST) read and write any address of the check's memory, the audit
+# hook's allow-list included: every way a forked check has to make one is refused.
+CODE_MAKERS = {
+    "code.__new__": "(lambda: None).__code__.replace(co_consts=(None,))",
+    "function.__new__": "type(lambda: None)((lambda: None).__code__, {})",
+    "marshal.loads": "getattr(random, '_os').sys.modules['marshal'].loads(b'N')",
+}
+
+
+@pytest.mark.parametrize("event", sorted(CODE_MAKERS))
+def test_a_forked_check_cannot_make_code_objects(event):
+    source = checker(f"""
+        try:
+            {CODE_MAKERS[event]}
+        except PermissionError:
+            pass
+        return True
+    """, prelude="import random\n")
+    with CodeSandbox(workers=1, timeout_s=5.0) as sandbox:
+        [result] = sandbox.run([(source, "i", "r")])
+    assert result == CodeCheckResult(False, f"forbidden: {event}"), result
+
+
 def test_the_class_walk_finds_ctypes_where_the_workers_load_it():
     # What test_sandbox_attacks' kernel-only modes give an attacker: the walk above does find ctypes when it is there.
     with CodeSandbox(workers=1, timeout_s=5.0, _disable=("no_ctypes",)) as sandbox:
