@@ -3033,9 +3033,11 @@ def _make_audit_hook(process_pid, flags):
     # on anything a fork-path checker can change: it reads no globals or builtins (both are mutable dicts) and takes
     # everything it uses as positional defaults, which cannot be rebound without raising the object.__setattr__ event
     # it forbids. Checkers in the worker itself (fast path) cannot reach anything at all.
-    def hook(event, args, _pid=process_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str,
+    # Its own __code__ and defaults are the one thing a checker may not set (namedtuple's defaults= and
+    # typing.NamedTuple set a new function's __defaults__, which is harmless): `_self` is its own id, filled in below.
+    def hook(event, args, _pid=process_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str, _id=id,
              _allowed=_ALLOWED_EVENTS, _error=PermissionError,
-             _protected=("__code__", "__defaults__", "__kwdefaults__")):
+             _protected=("__code__", "__defaults__", "__kwdefaults__"), _self=0):
         if _getpid() == _pid and not _flags[0]:
             return  # the sandbox's own code: compiling, forking
         if event in _allowed:
@@ -3044,13 +3046,14 @@ def _make_audit_hook(process_pid, flags):
         if event in ("open", "import", "os.listdir"):  # files: all imports happened at start-up
             what = event + " " + (args[0] if _type(args[0]) is _str else "fd")
         elif event == "object.__setattr__":
-            if _type(args[1]) is _str and args[1] not in _protected:
+            if _type(args[1]) is _str and (args[1] not in _protected or _id(args[0]) != _self):
                 return
         elif event == "resource.setrlimit" and args[1] == (0, 0):
             return  # lowering a limit to nothing only ever restricts the caller
         if _flags[1] is None:
             _flags[1] = what
         raise _error("forbidden: " + what)
+    hook.__defaults__ = hook.__defaults__[:-1] + (id(hook),)
     return hook
 
 

@@ -236,6 +236,19 @@ def test_a_forked_check_cannot_make_code_objects(event):
     assert result == CodeCheckResult(False, f"forbidden: {event}"), result
 
 
+def test_the_audit_hook_keeps_its_own_defaults_and_lets_other_functions_have_theirs():
+    flags = [True, None, 0]
+    hook = verify_lib._make_audit_hook(-1, flags)   # as in a forked check: every event is the check's
+
+    def other(a=1):
+        return a
+    assert hook("object.__setattr__", (other, "__defaults__", (2,))) is None
+    for name in ("__defaults__", "__code__", "__kwdefaults__"):
+        with pytest.raises(PermissionError, match="forbidden: object.__setattr__"):
+            hook("object.__setattr__", (hook, name, None))
+    assert flags[1] == "object.__setattr__"
+
+
 def test_the_class_walk_finds_ctypes_where_the_workers_load_it():
     # What test_sandbox_attacks' kernel-only modes give an attacker: the walk above does find ctypes when it is there.
     with CodeSandbox(workers=1, timeout_s=5.0, _disable=("no_ctypes",)) as sandbox:
@@ -308,6 +321,10 @@ HONEST = {  # module -> (source, [(response, verdict)]); run as they are and, ma
     """, prelude="import nltk\n"), [(SENTENCES, True), ("One. Two.", False)]),
     "nltk.util": (checker("return len(list(ngrams(response.split(), 2))) == 2", prelude="from nltk.util import ngrams\n"),
                   [("a b c", True), ("a b", False)]),
+    # namedtuple's defaults= sets its new __new__'s __defaults__ (only the audit hook's own may not be set)
+    "namedtuple defaults": (checker("return Span(len(response)).end == 0 and Span(len(response)).start > 3",
+                                    prelude="import collections\nSpan = collections.namedtuple('Span', 'start end', "
+                                            "defaults=(0,))\n"), [("abc", False), ("abc def", True)]),
 }
 
 
@@ -330,7 +347,8 @@ def test_honest_checkers_get_their_true_verdicts_with_each_allowed_module(module
         results = sandbox.run(items)
         forked = sandbox.stats["forked"]
     assert results == [CodeCheckResult(verdict) for _ in range(2) for _, verdict in cases]
-    assert forked == (len(cases) if module in ("math", "string") else 2 * len(cases))  # those two: fast path first
+    fast_first = ("math", "string", "namedtuple defaults")   # the plain source runs on the fast path
+    assert forked == (len(cases) if module in fast_first else 2 * len(cases))
 
 
 def test_a_verdict_is_the_same_in_every_worker_and_run():
