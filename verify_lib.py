@@ -2404,7 +2404,8 @@ _FAST_MODULES["typing"] = ("Any", "Dict", "List", "Set", "Tuple", "Optional", "U
 # module. All are imported when a worker starts; afterwards the kernel lets nothing else be read, hence be imported.
 _CHECK_MODULES = tuple(_FAST_MODULES) + (
     "collections.abc", "datetime", "time", "random", "textwrap", "operator", "heapq", "bisect", "copy", "dataclasses",
-    "enum", "fractions", "decimal", "numbers", "difflib", "calendar", "warnings", "__future__", "_strptime")
+    "enum", "fractions", "decimal", "numbers", "difflib", "calendar", "warnings", "__future__", "_strptime", "ast", "csv",
+    "io", "hashlib", "html", "html.parser")
 # Pure-computation libraries outside the stdlib that generated checkers import (language constraints ask langdetect,
 # sentence and word counts nltk's tokenizers), wherever they are installed; a checker that imports one that is not
 # installed fails as it would with any other module off the allow-list. Their data is loaded at start-up (see
@@ -2412,11 +2413,14 @@ _CHECK_MODULES = tuple(_FAST_MODULES) + (
 _LIBRARY_MODULES = ("langdetect", "langdetect.lang_detect_exception", "langdetect.detector_factory", "nltk",
                     "nltk.tokenize", "nltk.tokenize.punkt", "nltk.tokenize.treebank", "nltk.tokenize.regexp",
                     "nltk.tokenize.casual", "nltk.util", "nltk.probability", "nltk.stem", "nltk.stem.porter",
-                    "nltk.huggingface.dataset")   # what nltk.data.find imports inside its own try/except
+                    "nltk.huggingface.dataset",   # what nltk.data.find imports inside its own try/except
+                    "regex", "emoji")             # (emoji: its English names; other languages would read a file)
 # Imported at start-up too: what the modules above import lazily (datetime.strptime, the codecs of str.encode), and
 # what the worker itself needs to confine itself (its prctl calls: _prctl_helper, or ctypes without it).
 _PRELOAD = ("_strptime", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
-            "encodings.cp1252", "encodings.unicode_escape", "encodings.raw_unicode_escape", "fcntl")
+            "encodings.cp1252", "encodings.unicode_escape", "encodings.raw_unicode_escape", "encodings.utf_8_sig",
+            "encodings.utf_16_le", "encodings.utf_16_be", "encodings.cp1251", "encodings.gbk", "encodings.gb2312",
+            "encodings.big5", "encodings.shift_jis", "encodings.euc_jp", "encodings.euc_kr", "fcntl")
 _SAFE_BUILTINS = frozenset(
     "abs all any ascii bin bool bytearray bytes callable chr complex dict divmod enumerate filter float format frozenset "
     "hash hex id int isinstance issubclass iter len list map max min next object oct ord pow print range repr reversed "

@@ -321,6 +321,27 @@ HONEST = {  # module -> (source, [(response, verdict)]); run as they are and, ma
     """, prelude="import nltk\n"), [(SENTENCES, True), ("One. Two.", False)]),
     "nltk.util": (checker("return len(list(ngrams(response.split(), 2))) == 2", prelude="from nltk.util import ngrams\n"),
                   [("a b c", True), ("a b", False)]),
+    # pure-computation modules honest generated checkers import (a red-team review's list): parsing a literal, CSV,
+    # HTML, hashing, text streams, other codecs, and the regex and emoji libraries where installed
+    "ast": (checker("return isinstance(ast.literal_eval(response), list)", prelude="import ast\n"),
+            [("[1, 2]", True), ("{'a': 1}", False)]),
+    "csv": (checker("return all(len(row) == 2 for row in csv.reader(io.StringIO(response)))",
+                    prelude="import csv\nimport io\n"), [("a,b\nc,d", True), ("a,b,c", False)]),
+    "html.parser": (checker("""
+        tags = []
+        parser = HTMLParser()
+        parser.handle_starttag = lambda tag, attrs: tags.append(tag)
+        parser.feed(response)
+        return tags == ['p']
+    """, prelude="from html.parser import HTMLParser\n"), [("<p>hi</p>", True), ("<b>hi</b>", False)]),
+    "hashlib": (checker("return hashlib.sha256(response.encode()).hexdigest().startswith('2cf2')",
+                        prelude="import hashlib\n"), [("hello", True), ("world", False)]),
+    "codecs": (checker("return response.encode('utf-8-sig')[:3] == b'\\xef\\xbb\\xbf' and len(response.encode('gbk')) == 4"),
+               [("中文", True), ("abcde", False)]),
+    "regex": (checker(r"return regex.fullmatch(r'\p{Lu}\p{Ll}+', response) is not None", prelude="import regex\n"),
+              [("Hello", True), ("hello", False)]),
+    "emoji": (checker("return emoji.emoji_count(response) == 2", prelude="import emoji\n"),
+              [("Hi 👋 there 🌍", True), ("Hi there 🌍", False)]),
     # namedtuple's defaults= sets its new __new__'s __defaults__ (only the audit hook's own may not be set)
     "namedtuple defaults": (checker("return Span(len(response)).end == 0 and Span(len(response)).start > 3",
                                     prelude="import collections\nSpan = collections.namedtuple('Span', 'start end', "
@@ -347,7 +368,7 @@ def test_honest_checkers_get_their_true_verdicts_with_each_allowed_module(module
         results = sandbox.run(items)
         forked = sandbox.stats["forked"]
     assert results == [CodeCheckResult(verdict) for _ in range(2) for _, verdict in cases]
-    fast_first = ("math", "string", "namedtuple defaults")   # the plain source runs on the fast path
+    fast_first = ("math", "string", "namedtuple defaults", "codecs")   # the plain source runs on the fast path
     assert forked == (len(cases) if module in fast_first else 2 * len(cases))
 
 
