@@ -152,6 +152,9 @@ def main():
     print(f"forked path, {len(forked)} reflective checks: sandbox {forked_rate:.0f} checks/s, released "
           f"{released_forked_rate:.0f} checks/s, ratio {forked_rate / released_forked_rate:.3f}")
     print(f"verdicts agree: {agree}/{args.checks + len(forked)}; sandbox stats: {stats}")
+    for r, v in [(r, v) for r, v in zip(sandboxed + sandboxed_forked, released + released_forked)
+                 if not (r.error is None and r.passed == v)][:5]:
+        print(f"  differs: released {v}, sandbox {r}")
 
 
 if __name__ == "__main__":
