@@ -1830,15 +1830,16 @@ class CodeSandbox:
     """A reusable pool of `workers` (default: one per CPU) sandbox processes; also a context manager.
 
     Each check gets timeout_s of CPU and timeout_s + 0.1 s of wall time, compiling included, and memory_mb of memory
-    beyond what the worker holds. An item whose source is longer than max_source_chars (256 Ki characters by default),
+    beyond what its process holds when it starts. An item whose source is longer than max_source_chars (256 Ki characters by default),
     or whose instruction or response is longer than max_text_chars (1 Mi), fails "too large: ..." without reaching a
     worker. `stats` counts checks, compiles, forked checks and worker restarts; `refused_imports` counts, by module,
     the imports that checks were refused (each run logs its own, so that a user sees what their data needed).
     `isolation` is "kernel" once the workers run under their seccomp filters, or "weak: <why>" when the caller allowed
     weak isolation (allow_weak_isolation=True, or None and VERIF_SANDBOX_ALLOW_WEAK_ISOLATION=1) and the kernel layer
     is missing; without that opt-in a missing kernel layer raises SandboxUnavailable. `_disable` is for tests only: it
-    switches off Python-level layers ("audit_hook", "screen": every check in the worker itself with full builtins) to
-    show that the kernel layer holds on its own.
+    switches off Python-level layers ("audit_hook", "screen": every check in the worker itself with full builtins;
+    "no_ctypes": ctypes loaded in the workers, the C library within an attack's reach) to show that the kernel layer
+    holds on its own.
     """
 
     def __init__(self, *, workers=None, timeout_s=2.0, memory_mb=512, max_source_chars=256 * 1024,
@@ -1925,8 +1926,10 @@ class CodeSandbox:
             _warned_no_helper.append(why)
             _log.warning("forked checks can reach ctypes, which the workers need to confine themselves without "
                          "the compiled prctl helper: %s. The kernel layer holds all the same (README, Sandbox)", why)
+        # the largest item a forked check can be sent (_pack_texts: UTF-8, at most 4 bytes a character)
+        item_bytes = 12 + 4 * (self.limits["source"] + self.limits["instruction"] + self.limits["response"])
         return _WorkerProcess(_worker_command(self.timeout_s, self.memory_mb, programs, not self.allow_weak_isolation,
-                                              self._disable, helper))
+                                              self._disable, helper, item_bytes))
 
     def _dispatch(self, jobs, results):
         """Run every job whose result is still None; return once each has its result. Small batches keep every worker
@@ -2141,6 +2144,7 @@ _SYSCALLS = {
     # The worker runs fast-path checks itself: its pipes, its own timers, polling for the forked check's end.
     "worker": {"read": (0, (_FD["commands"], _FD["check_result"], _FD["check_exit"])),
                "write": (0, (_FD["results"], _FD["to_zygote"])), "pread64": (0, (_FD["statm"],)),
+               "prlimit64": (0, (0,)),   # its own limits (each check's memory budget) within the hard ones
                "poll": None, "ppoll": None, "select": None, "pselect6": None, "setitimer": None, "getitimer": None},
     # The zygote runs no check; what it allows, its children may do until they add the "check" filter: fork, wait,
     # limit themselves (prlimit on their own pid only), arm their timers, and install that filter.
@@ -2441,12 +2445,13 @@ _REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "sets
 _NOBODY = 65534  # the unprivileged uid and gid a worker started as root becomes
 
 
-def _worker_main(timeout_s, memory_mb, programs, strict, disabled, library_paths, helper_path):
+def _worker_main(timeout_s, memory_mb, programs, strict, disabled, library_paths, helper_path, item_bytes):
     """A sandbox worker. `programs`: the seccomp programs by role, or a str saying why there are none (then `strict`
     is False: the caller allowed weak isolation). `disabled`: Python-level layers switched off, for tests.
     `library_paths`: where the checker libraries outside the stdlib (_LIBRARY_MODULES) are installed. `helper_path`:
-    the compiled prctl helper (_prctl_helper), or None."""
+    the compiled prctl helper (_prctl_helper), or None. `item_bytes`: the largest item a forked check can be sent."""
     runner = _CheckRunner(timeout_s, memory_mb, disabled, library_paths, helper_path)
+    runner.item_bytes = item_bytes
     problems = _confine_worker(runner, programs, disabled)
     if problems and strict:
         os.write(_FD["results"], ("U" + "; ".join(problems)).encode("utf-8", "replace")[:4000] + b"\n")
@@ -2517,7 +2522,9 @@ def _zygote_main(runner, programs, disabled):
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
     runner.shared = _shared_state(runner.watched)
     os.write(_FD["exit_out"], bytes(4))  # ready
-    item = bytearray(1 << 16)  # each item is read into this buffer, and zeroed once the child has its copy
+    # Each item is read into this buffer, and zeroed once the child has its copy. Made at the largest size an item can
+    # have, once: a buffer that grew with the items would leave later checks less memory after a large one.
+    item = bytearray(runner.item_bytes)
     while True:
         header = _read_exact(_FD["items"], 4)
         if len(header) < 4:
@@ -2544,6 +2551,7 @@ class _CheckRunner:
         # [a fast-path check is running, the first forbidden operation of this check, characters it printed]
         self.flags = [False, None, 0]
         self.retire = False         # set when the worker must stop after the current check
+        self.memory_hard = 0        # the hard RLIMIT_AS (_limit_resources); 0: none
         self.screen = "screen" not in disabled
         for name in _CHECK_MODULES:
             __import__(name)
@@ -2589,6 +2597,7 @@ class _CheckRunner:
         one check may change is reset first: no check starts with what an earlier one printed or tried."""
         self.flags[:] = [False, None, 0]
         compiled = digest not in self.cache
+        self.budget_memory()
         self._arm_timers()  # compiling counts toward the check: a pathological source cannot hang the worker either
         if compiled:
             code, fast = _compile_checker(source, self.vocabulary, self.unsafe_names, self.screen)
@@ -2606,9 +2615,18 @@ class _CheckRunner:
             if gc.get_count()[0] > _GARBAGE_LIMIT:
                 gc.collect()  # this check's cyclic garbage, collected on its own clock
         self._arm_timers(0)
+        if self.memory_hard:
+            resource.setrlimit(resource.RLIMIT_AS, (self.memory_hard, self.memory_hard))  # the worker's own work
         if code is not None and not fast:
             status = self._run_forked(source, instruction, response)
         return status, compiled, not fast
+
+    def budget_memory(self):
+        """This check may allocate memory_mb on top of what the worker holds now: garbage an earlier check left does
+        not shrink its budget, so its verdict does not depend on it."""
+        if self.memory_hard:
+            budget = min(self.address_space() + self.memory_mb * 2**20, self.memory_hard)
+            resource.setrlimit(resource.RLIMIT_AS, (budget, self.memory_hard))
 
     def _arm_timers(self, seconds=None):
         seconds = self.timeout_s if seconds is None else seconds
@@ -2738,11 +2756,13 @@ def _no_punkt_model(language):
 
 
 def _limit_resources(runner):
-    """Memory: every check may allocate memory_mb on top of what earlier checks left, which stays under the retire
-    margin. No file may be written, no core dumped."""
+    """Memory: every check may allocate memory_mb on top of what the process holds when it starts (the soft limit, set
+    per check: see _CheckRunner.budget_memory), whatever earlier checks left, as long as that stays under the retire
+    margin (the hard limit, set here). No file may be written, no core dumped."""
     address_space = runner.address_space() + int(runner.memory_mb * (1 + _RETIRE_FRACTION) * 2**20)
     for limit, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(limit, (value, value))
+    runner.memory_hard = address_space
     runner.retire_at = runner.address_space() + runner.memory_mb * 2**20 * _RETIRE_FRACTION
 
 
@@ -3096,9 +3116,9 @@ def _worker_source():
     return _WORKER_PRELUDE + constants + "\n".join(inspect.getsource(f) for f in _WORKER_FUNCTIONS)
 
 
-def _worker_command(timeout_s, memory_mb, programs, strict, disabled, helper_path):
+def _worker_command(timeout_s, memory_mb, programs, strict, disabled, helper_path, item_bytes):
     call = (f"_worker_main({timeout_s!r}, {memory_mb!r}, {programs!r}, {strict!r}, {disabled!r}, {_library_paths()!r}, "
-            f"{helper_path!r})")
+            f"{helper_path!r}, {item_bytes!r})")
     # -I without its -E: the environment is ours alone (see _WorkerProcess), and PYTHONHASHSEED=0 in it makes a
     # checker's set and dict orders, hence its verdict, the same in every worker and every run.
     return [sys.executable, "-s", "-P", "-S", "-B", "-c", f"{_worker_source()}\n{call}\n"]

@@ -171,6 +171,23 @@ def test_no_process_or_zombie_is_left_under_a_subreaper_after_timeouts_or_close(
     assert report["after_close"] == [], report
 
 
+def test_garbage_an_earlier_check_left_does_not_change_the_memory_a_later_check_gets():
+    # Each check may allocate memory_mb on top of what the worker holds when it starts. Before, the budget was what
+    # was left under a fixed limit, so an item near it passed alone and failed after a check that left garbage.
+    garbage = checker("a = [bytearray(12 * 2**20)]\na.append(a)\nreturn True")   # cyclic: gc is off in the worker
+    def allocates(mb):
+        return checker(f"return len(bytearray({mb} * 2**20)) > 0")
+    def verdicts(items):
+        with CodeSandbox(workers=1, timeout_s=TIMEOUT_S, memory_mb=64) as sandbox:
+            results = sandbox.run(items)
+            assert sandbox.stats["worker_restarts"] == 0   # the garbage stayed in the worker that ran the next item
+            return [r.passed for r in results]
+    for mb in (56, 70):   # within the budget, and past it but within the hard limit (1.25 x memory_mb)
+        alone = verdicts([(allocates(mb), "i", "r")])
+        after_garbage = verdicts([(garbage, "i", "r"), (allocates(mb), "i", "r")])[1:]
+        assert alone == after_garbage == [mb < 64], (mb, alone, after_garbage)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 6. Forked checks: fresh random numbers, no module that writes memory
 # ---------------------------------------------------------------------------------------------------------------------
