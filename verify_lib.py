@@ -59,6 +59,7 @@ import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -2253,20 +2254,30 @@ _warned_no_helper: list[str] = []  # the warning that forked checks can reach ct
 @functools.cache
 def _prctl_helper():
     """(the compiled helper's path, None), or (None, why it could not be built). Built once per content, compiler and
-    Python, into ~/.cache/verif (or $XDG_CACHE_HOME/verif; the temporary folder if neither can be written)."""
+    Python, into ~/.cache/verif (or $XDG_CACHE_HOME/verif; else a folder of this user's own in the temporary folder).
+    A worker started as root loads it as root: a folder or file that anyone but this user could have written is
+    never used."""
     import sysconfig
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    compilers = [shlex.split(os.environ["CC"])] if os.environ.get("CC") else [
+        shlex.split(sysconfig.get_config_var("CC") or "cc"), ["cc"]]
+    compiler = next((c for c in compilers if shutil.which(c[0])), compilers[0])
     key = "\0".join([_PRCTL_HELPER_C, sys.version, suffix, *compiler])
     name = f"_verif_prctl-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
-    folders = [Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "verif",
-               Path(tempfile.gettempdir()) / f"verif-{os.getuid()}"]
+    folders = [Path(tempfile.gettempdir()) / f"verif-{os.geteuid()}"]
+    try:
+        folders.insert(0, Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "verif")
+    except RuntimeError:  # no home folder
+        pass
     why = "no folder to build it in"
     for folder in folders:
-        if (folder / name).is_file():
-            return str(folder / name), None
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _only_mine(folder, stat.S_ISDIR):
+                why = f"{folder} could be written by another user"
+                continue
+            if os.path.lexists(folder / name) and _only_mine(folder / name, stat.S_ISREG):
+                return str(folder / name), None  # else built again, and put in its place
             with tempfile.TemporaryDirectory(dir=folder) as tmp:
                 source, built = Path(tmp) / "prctl.c", Path(tmp) / name
                 source.write_text(_PRCTL_HELPER_C)
@@ -2281,9 +2292,17 @@ def _prctl_helper():
             if e.filename == compiler[0]:
                 return None, f"no C compiler ({compiler[0]} not found; set CC)"
             why = f"cannot build it in {folder} ({type(e).__name__}: {e})"
+        except subprocess.TimeoutExpired:
+            return None, f"{' '.join(compiler)} took more than 300 s"
         except (OSError, subprocess.SubprocessError) as e:
             why = f"cannot build it in {folder} ({type(e).__name__}: {e})"
     return None, why
+
+
+def _only_mine(path, is_kind):
+    """Whether `path` is of the kind (not a link), owned by this user, and writable by no one else."""
+    info = os.lstat(path)
+    return is_kind(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
 
 
 class _WorkerProcess:
@@ -2435,8 +2454,8 @@ _DENIED_ATTRS = frozenset({"Formatter", "update_wrapper", "wraps", "total_orderi
 # function.__new__ and marshal.loads among them: hand-made code objects with out-of-range operands read and write any
 # address, the audit hook's own state included.
 _ALLOWED_EVENTS = frozenset(
-    "exec compile marshal.dumps sys._getframe object.__getattr__ builtins.id time.sleep array.__new__ "
-    "pickle.find_class".split())
+    "exec compile marshal.dumps sys._getframe sys._getframemodulename object.__getattr__ builtins.id time.sleep "
+    "array.__new__ pickle.find_class".split())
 # Unaudited functions that act on other processes or the file system; removed from the worker (before any fork).
 _REMOVED_FUNCTIONS = {"posix": ("pidfd_open", "mkfifo", "mknod", "chroot", "setsid", "setpgid", "setpgrp",
                                 "sched_setaffinity", "sched_setscheduler", "sched_setparam", "setpriority"),
@@ -2501,6 +2520,7 @@ def _confine_worker(runner, programs, disabled):
     os.set_blocking(_FD["check_result"], False)
     runner.commands = open(_FD["commands"], "rb", closefd=False)  # its set-up calls (fstat, lseek): before the filter
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # binds now that it is not root; the zygote forks, not this
+    runner.own_memory()  # the hard limit's room for the zygote's item buffer is the zygote's, not the worker's
     if "audit_hook" not in disabled:
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
     problems += _install_filter(programs, "worker", runner.prctl)
@@ -2521,10 +2541,13 @@ def _zygote_main(runner, programs, disabled):
     if "audit_hook" not in disabled:
         sys.addaudithook(_make_audit_hook(os.getpid(), runner.flags))
     runner.shared = _shared_state(runner.watched)
-    os.write(_FD["exit_out"], bytes(4))  # ready
     # Each item is read into this buffer, and zeroed once the child has its copy. Made at the largest size an item can
     # have, once: a buffer that grew with the items would leave later checks less memory after a large one.
     item = bytearray(runner.item_bytes)
+    if runner.memory_hard:  # every forked check inherits memory_mb on top of this unchanging process (no retire margin)
+        margin = int(runner.memory_mb * _RETIRE_FRACTION * 2**20)
+        resource.setrlimit(resource.RLIMIT_AS, (runner.memory_hard - margin, runner.memory_hard))
+    os.write(_FD["exit_out"], bytes(4))  # ready
     while True:
         header = _read_exact(_FD["items"], 4)
         if len(header) < 4:
@@ -2552,6 +2575,7 @@ class _CheckRunner:
         self.flags = [False, None, 0]
         self.retire = False         # set when the worker must stop after the current check
         self.memory_hard = 0        # the hard RLIMIT_AS (_limit_resources); 0: none
+        self.item_bytes = 0         # the largest item a forked check can be sent (_worker_main)
         self.screen = "screen" not in disabled
         for name in _CHECK_MODULES:
             __import__(name)
@@ -2559,7 +2583,10 @@ class _CheckRunner:
         self.modules = {name: sys.modules[name] for name in _CHECK_MODULES}
         for name in _PRELOAD + tuple(sys.builtin_module_names):
             if name not in ("pwd", "faulthandler", "_tracemalloc", "xxsubtype"):
-                __import__(name)
+                try:
+                    __import__(name)
+                except ImportError:  # a codec that a slimmed-down Python leaves out: its checks fail as they would
+                    pass
         # The prctl calls that confine this process, its zygote and every forked check: the compiled helper, so that
         # no forked check finds ctypes; ctypes where there is none, or for tests ("no_ctypes" off: attacks that call
         # the C library directly, as native code could, test the kernel layer alone).
@@ -2615,11 +2642,16 @@ class _CheckRunner:
             if gc.get_count()[0] > _GARBAGE_LIMIT:
                 gc.collect()  # this check's cyclic garbage, collected on its own clock
         self._arm_timers(0)
-        if self.memory_hard:
-            resource.setrlimit(resource.RLIMIT_AS, (self.memory_hard, self.memory_hard))  # the worker's own work
+        self.own_memory()
         if code is not None and not fast:
             status = self._run_forked(source, instruction, response)
         return status, compiled, not fast
+
+    def own_memory(self):
+        """The worker's own work between checks (reading a batch, forwarding an item): the hard limit less the room
+        kept for the zygote's item buffer."""
+        if self.memory_hard:
+            resource.setrlimit(resource.RLIMIT_AS, (self.memory_hard - self.item_bytes, self.memory_hard))
 
     def budget_memory(self):
         """This check may allocate memory_mb on top of what the worker holds now: garbage an earlier check left does
@@ -2759,7 +2791,8 @@ def _limit_resources(runner):
     """Memory: every check may allocate memory_mb on top of what the process holds when it starts (the soft limit, set
     per check: see _CheckRunner.budget_memory), whatever earlier checks left, as long as that stays under the retire
     margin (the hard limit, set here). No file may be written, no core dumped."""
-    address_space = runner.address_space() + int(runner.memory_mb * (1 + _RETIRE_FRACTION) * 2**20)
+    address_space = (runner.address_space() + int(runner.memory_mb * (1 + _RETIRE_FRACTION) * 2**20)
+                     + runner.item_bytes)  # the zygote's item buffer
     for limit, value in ((resource.RLIMIT_AS, address_space), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(limit, (value, value))
     runner.memory_hard = address_space
@@ -3057,11 +3090,11 @@ def _make_audit_hook(process_pid, flags):
     # on anything a fork-path checker can change: it reads no globals or builtins (both are mutable dicts) and takes
     # everything it uses as positional defaults, which cannot be rebound without raising the object.__setattr__ event
     # it forbids. Checkers in the worker itself (fast path) cannot reach anything at all.
-    # Its own __code__ and defaults are the one thing a checker may not set (namedtuple's defaults= and
+    # A function's __code__ may not be set; its defaults may, except the hook's own (namedtuple's defaults= and
     # typing.NamedTuple set a new function's __defaults__, which is harmless): `_self` is its own id, filled in below.
     def hook(event, args, _pid=process_pid, _flags=flags, _getpid=os.getpid, _type=type, _str=str, _id=id,
              _allowed=_ALLOWED_EVENTS, _error=PermissionError,
-             _protected=("__code__", "__defaults__", "__kwdefaults__"), _self=0):
+             _defaults=("__defaults__", "__kwdefaults__"), _self=0):
         if _getpid() == _pid and not _flags[0]:
             return  # the sandbox's own code: compiling, forking
         if event in _allowed:
@@ -3070,7 +3103,7 @@ def _make_audit_hook(process_pid, flags):
         if event in ("open", "import", "os.listdir"):  # files: all imports happened at start-up
             what = event + " " + (args[0] if _type(args[0]) is _str else "fd")
         elif event == "object.__setattr__":
-            if _type(args[1]) is _str and (args[1] not in _protected or _id(args[0]) != _self):
+            if _type(args[1]) is _str and args[1] != "__code__" and (args[1] not in _defaults or _id(args[0]) != _self):
                 return
         elif event == "resource.setrlimit" and args[1] == (0, 0):
             return  # lowering a limit to nothing only ever restricts the caller

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -188,6 +189,18 @@ def test_garbage_an_earlier_check_left_does_not_change_the_memory_a_later_check_
         assert alone == after_garbage == [mb < 64], (mb, alone, after_garbage)
 
 
+@pytest.mark.parametrize("max_text_chars", [1024 * 1024, 16 * 1024 * 1024])
+def test_a_forked_check_gets_memory_mb_whatever_the_item_size_limits(max_text_chars):
+    # The zygote holds a buffer for the largest item; forked checks get memory_mb on top of it, as fast ones do.
+    def forked_allocates(mb):
+        return checker(f"return len(bytearray({mb} * 2**20)) > 0 and getattr(response, 'upper') is not None")
+    with CodeSandbox(workers=1, timeout_s=TIMEOUT_S, memory_mb=64, max_text_chars=max_text_chars) as sandbox:
+        results = sandbox.run([(forked_allocates(56), "i", "r"), (forked_allocates(70), "i", "r")])
+        assert sandbox.stats["forked"] == 2 and sandbox.stats["worker_restarts"] == 0
+    assert [r.passed for r in results] == [True, False], results
+    assert results[1].error == "memory limit", results
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 6. Forked checks: fresh random numbers, no module that writes memory
 # ---------------------------------------------------------------------------------------------------------------------
@@ -260,9 +273,9 @@ def test_the_audit_hook_keeps_its_own_defaults_and_lets_other_functions_have_the
     def other(a=1):
         return a
     assert hook("object.__setattr__", (other, "__defaults__", (2,))) is None
-    for name in ("__defaults__", "__code__", "__kwdefaults__"):
+    for target, name in ((hook, "__defaults__"), (hook, "__kwdefaults__"), (hook, "__code__"), (other, "__code__")):
         with pytest.raises(PermissionError, match="forbidden: object.__setattr__"):
-            hook("object.__setattr__", (hook, name, None))
+            hook("object.__setattr__", (target, name, None))
     assert flags[1] == "object.__setattr__"
 
 
@@ -271,6 +284,27 @@ def test_the_class_walk_finds_ctypes_where_the_workers_load_it():
     with CodeSandbox(workers=1, timeout_s=5.0, _disable=("no_ctypes",)) as sandbox:
         [result] = sandbox.run([(MEMORY_WRITERS, "i", "r")])
     assert not result.passed and "ctypes" in result.error, result
+
+
+def test_the_helper_is_never_loaded_from_where_another_user_could_have_written_it(tmp_path, monkeypatch):
+    # A worker started as root loads the helper as root: a file or folder others can write is not trusted.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    verify_lib._prctl_helper.cache_clear()
+    try:
+        path, _ = verify_lib._prctl_helper()
+        assert Path(path).parent == tmp_path / "cache" / "verif"
+        os.chmod(path, 0o666)                             # anyone could have replaced this file: built again
+        verify_lib._prctl_helper.cache_clear()
+        assert verify_lib._prctl_helper()[0] == path and os.stat(path).st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "cache" / "verif", 0o777)     # a folder anyone can write to: not used at all
+        verify_lib._prctl_helper.cache_clear()
+        elsewhere, _ = verify_lib._prctl_helper()
+        assert Path(elsewhere).parent == tmp_path / "tmp" / f"verif-{os.geteuid()}"
+        assert os.stat(Path(elsewhere).parent).st_mode & 0o777 == 0o700
+    finally:
+        verify_lib._prctl_helper.cache_clear()
 
 
 def test_without_a_compiler_the_workers_fall_back_to_ctypes_and_say_so(tmp_path, monkeypatch, caplog):
