@@ -8,7 +8,7 @@ verify_lib.verif_reward (hard constraints by code, soft ones by the judge), turn
 update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penalty to the reference model (the same model
 with the adapter switched off). Read it top down: the arguments, main() (the loop), then the step's functions in the
 order main() calls them — sample, group_advantages, policy_update and the loss it is made of — and last an appendix
-of plumbing (data, model, checkpoint selection, the run folder).
+of plumbing (data, model, checkpoint selection, the run folder). What a run writes: the end of --help.
 
 Settings (`--setting`, any flag given explicitly wins):
                       cpu (default)             heldout (CPU, ~70 min)    paper (VerIF, on GPUs)
@@ -21,21 +21,12 @@ Settings (`--setting`, any flag given explicitly wins):
   training prompts    8 (--max-prompts) with    all, in rotation,         all
                       short-answer constraints  every constraint kind
                       (--only-constraints)
-cpu shows the reward rising on prompts it sees again and again (~12 min); heldout is the run measured on IFEval,
-whose prompts it never sees (README "Does it work?"; with --rollout-url ... --rollout-sync weights); more steps
-without a judge make it worse (64 steps: the policy writes runs of rewarded forms that pass every rule).
+cpu: the reward rises on 8 prompts seen again and again (~12 min). heldout: the run measured on IFEval and IFBench,
+whose prompts it never sees (README "Does it work?", also on what more steps without a judge do).
 Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
-
-Outputs in --out-dir: metrics.jsonl (one row per step, with the signs of reward hacking: truncated_share,
-repeat_share, distinct_2, pass rate per constraint kind), samples.jsonl (a few answers per step and its worst and
-best), curves.png, adapter/ (the last step), checkpoint/ and, with --merge, merged/ (base + adapter, a plain HF
-folder). With --select-every N: selection.jsonl (the held-out pass rate of the base and every N steps) and selected/
-(the best step's adapter and selection.json; with --merge also selected_merged/).
-
-Rollouts on a vLLM server (--rollout-url; rollout_server.py, scripts/serve_policy.sh): the server gets the live policy
-each step and returns the G answers per prompt as token ids with its log-probs; the trainer recomputes the log-probs
-itself and logs how far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share).
 """
+from __future__ import annotations
+
 import argparse
 import collections
 import dataclasses
@@ -52,37 +43,17 @@ import verify_lib
 
 HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
 
-# Kinds of constraint a 48-token answer can satisfy: the CPU demo trains on prompts whose hard constraints are all of
-# these kinds (a title, keywords, counts of words, sentences or letters, case, commas, first and last words, no
-# repeated word pairs, ...), not on those that need a long or well-ended answer (an end phrase, closing quotes, JSON,
-# bullet, line or paragraph counts, a summary line), which a 135M model cut at 48 tokens never meets. The filter
-# reads the id, not its numbers: "at least 60 words" passes it too.
-SHORT_ANSWER_CONSTRAINTS = (
-    "detectable_format:title", "detectable_format:number_highlighted_sections", "detectable_content:postscript",
-    "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
-    "length_constraints:number_words", "length_constraints:number_sentences", "change_case:english_lowercase",
-    "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language",
-    "verif:first_word", "verif:last_word", "verif:no_repeated_bigram", "verif:distinct_sentence_openers",
-    "verif:max_sentence_words", "verif:min_sentence_words", "verif:keyword_order", "verif:letter_count",
-    "verif:hyphenated_words", "verif:comma_every_sentence")
 SETTINGS = {"cpu": {"steps": 15, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
-                    "only_constraints": SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
+                    "only_constraints": verify_lib.SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
             "heldout": {"steps": 32, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,
                         "only_constraints": (), "max_prompts": 0},
             "paper": {"steps": 15, "prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096, "lr": 1e-6,
                       "only_constraints": (), "max_prompts": 0}}
 
 
-def by_setting(name: str) -> str:
-    """A flag's defaults for --help, e.g. "cpu 8, paper 32" or "cpu 5e-4, paper 1e-6"."""
-    def show(value):
-        return f"{value:.0e}".replace("e-0", "e-") if isinstance(value, float) else str(value)
-    return ", ".join(f"{setting} {show(sizes[name])}" for setting, sizes in SETTINGS.items())
-
-
-# ---- arguments ----
+# ---- arguments: the method's flags here, the plumbing's (data, model, judge, rollouts, the run) just below ----
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=verify_lib.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=OUTPUTS, formatter_class=verify_lib.HelpFormatter)
     p.add_argument("--setting", choices=SETTINGS, default="cpu",
                    help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
 
@@ -94,9 +65,6 @@ def parse_args(argv=None):
     a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
     a("--lr", type=float, help=f"AdamW learning rate ({by_setting('lr')}; VerIF's 1e-6 is for full fine-tuning, "
                                "LoRA needs more)")
-    a("--warmup-steps", type=int, default=0, help="linear warmup, then constant (0: VerIF/verl)")
-    a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01: verl)")
-    a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: verl)")
     a("--beta", type=float, default=1e-3, help="k3 KL coefficient in the loss (1e-3: VerIF); 0 skips the reference")
     a("--eps", type=float, default=0.2, help="clip range epsilon_low (0.2: VerIF, PPO)")
     a("--eps-high", type=float, help="clip range epsilon_high (default: --eps; DAPO uses 0.28)")
@@ -116,15 +84,49 @@ def parse_args(argv=None):
       help="the reward of an answer cut at --max-new-tokens, whatever its checks say: TULU 3 (arXiv 2411.15124) "
            "penalises answers that never emit an end token, DAPO (arXiv 2503.14476) shapes overlong ones; e.g. 0 or "
            "-1 (default: none, cut answers are scored like the others)")
-    a("--tis-cap", type=float,
-      help="truncated importance sampling for engine/trainer mismatch: the policy loss of each token is weighted by "
-           "min(pi_trainer / pi_engine, cap), e.g. 2 (Yao et al. 2025, verl's TIS); needs --rollout-url; default: off")
 
+    add_plumbing_arguments(p)
+    args = p.parse_args(argv)
+    for name, value in SETTINGS[args.setting].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.eps_high = args.eps if args.eps_high is None else args.eps_high
+    if args.num_generations < 2:
+        p.error(f"--num-generations {args.num_generations}: GRPO compares the answers of a group, it needs at least 2")
+    if args.reward_mode == "judge_only" and not args.judge_url:
+        p.error("--reward-mode judge_only: the judge gives the whole reward, it needs --judge-url")
+    if args.truncated_reward is not None and args.mask_truncated:
+        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
+    check_plumbing_arguments(p, args)
+    return args
+
+
+# ---- the plumbing's flags (skip on a first reading) ----
+OUTPUTS = """\
+Outputs in --out-dir: metrics.jsonl (one row per step, with the signs of reward hacking: truncated_share,
+repeat_share, distinct_2, pass rate per constraint kind), samples.jsonl (a few answers per step and its worst and
+best), curves.png, adapter/ (the last step), checkpoint/ and, with --merge, merged/ (base + adapter, a plain HF
+folder). With --select-every N: selection.jsonl (the held-out pass rate of the base and every N steps) and selected/
+(the best step's adapter and selection.json; with --merge also selected_merged/).
+
+Rollouts on a vLLM server (--rollout-url; rollout_server.py, scripts/serve_policy.sh): the server gets the live policy
+each step and returns the G answers per prompt as token ids with its log-probs; the trainer recomputes the log-probs
+itself and logs how far they are from the server's (engine_logp_diff_mean, engine_ratio_off_share)."""
+
+
+def by_setting(name: str) -> str:
+    """A flag's defaults for --help, e.g. "cpu 8, paper 32" or "cpu 5e-4, paper 1e-6"."""
+    def show(value):
+        return f"{value:.0e}".replace("e-0", "e-") if isinstance(value, float) else str(value)
+    return ", ".join(f"{setting} {show(sizes[name])}" for setting, sizes in SETTINGS.items())
+
+
+def add_plumbing_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("data").add_argument
     a("--data", type=Path, default=HERE / "data/verif_train.jsonl", help="canonical examples (01_build_data.py)")
     a("--only-constraints", nargs="*", metavar="ID",
-      help="train only on examples whose hard constraints are all among these ids (cpu: SHORT_ANSWER_CONSTRAINTS, "
-           "kinds a 48-token answer can meet; paper: all). Given with no ids: all")
+      help="train only on examples whose hard constraints are all among these ids (cpu: "
+           "verify_lib.SHORT_ANSWER_CONSTRAINTS, kinds a 48-token answer can meet; paper: all). Given with no ids: all")
     a("--max-prompts", type=int, metavar="N",
       help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
            "learning them rather than the luck of the draw; paper: 0, all)")
@@ -135,6 +137,11 @@ def parse_args(argv=None):
            "tests); 0: off")
     a("--select-data", type=Path, default=HERE / "data/verif_eval.jsonl",
       help="held-out examples for --select-every (01_build_data.py's eval split)")
+
+    a = p.add_argument_group("optimizer (AdamW on the adapter; --lr is above)").add_argument
+    a("--warmup-steps", type=int, default=0, help="linear warmup, then constant (0: VerIF/verl)")
+    a("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01: verl)")
+    a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: verl)")
 
     a = p.add_argument_group("model").add_argument
     a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
@@ -164,7 +171,7 @@ def parse_args(argv=None):
     rollout_server.add_arguments(p)
 
     a = p.add_argument_group("the run").add_argument
-    a("--out-dir", type=Path, default=HERE / "runs/grpo", help="the run folder (see Outputs above)")
+    a("--out-dir", type=Path, default=HERE / "runs/grpo", help="the run folder (see Outputs below)")
     a("--merge", action="store_true",
       help="also save base + adapter merged in <out-dir>/merged (a plain HF folder: a vLLM server serves it at full "
            "speed, as 05_eval.py --server-url needs)")
@@ -175,17 +182,10 @@ def parse_args(argv=None):
     a("--log-samples", type=int, default=2, help="completions per step written to samples.jsonl")
     a("--seed", type=int, default=0, help="LoRA init, the prompt order and the sampling")
 
-    args = p.parse_args(argv)
-    for name, value in SETTINGS[args.setting].items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.eps_high = args.eps if args.eps_high is None else args.eps_high
-    if args.num_generations < 2:
-        p.error(f"--num-generations {args.num_generations}: GRPO compares the answers of a group, it needs at least 2")
-    if args.reward_mode == "judge_only" and not args.judge_url:
-        p.error("--reward-mode judge_only: the judge gives the whole reward, it needs --judge-url")
-    if args.truncated_reward is not None and args.mask_truncated:
-        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
+
+def check_plumbing_arguments(p: argparse.ArgumentParser, args) -> None:
+    if args.tis_cap is not None and not args.rollout_url:
+        p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
     if args.select_every < 0:
         p.error(f"--select-every {args.select_every}: a number of steps, or 0 for off")
     if args.merge and args.init_adapter:
@@ -194,9 +194,7 @@ def parse_args(argv=None):
     if args.rollout_url and args.init_adapter:
         p.error("--rollout-url serves --model as it is: merge the SFT adapter first (02_sft.py --merge), serve the "
                 "merged folder and pass it as --model")
-    if args.tis_cap is not None and not args.rollout_url:
-        p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
-    return args
+
 
 # ---- heavy imports, after the arguments: --help and a bad flag answer at once, before torch loads (seconds) ----
 if __name__ == "__main__":
@@ -232,7 +230,7 @@ def main(argv=None):
 
     # ---- the loop ----
     try:
-        if heldout and best is None:                # the base model's held-out pass rate: what a selected step must beat
+        if heldout and best is None:               # the base model's held-out pass rate, what a selected step must beat
             best = select_checkpoint(model, tokenizer, server, heldout, stop_ids, start, None, args)
             save_checkpoint(model, optimizer, scheduler, start, data_state, args.out_dir, best)
         for step in tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, desc="grpo"):
@@ -286,14 +284,7 @@ def main(argv=None):
             server.close()
 
     # ---- save and report ----
-    adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
-    if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
-        verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
-        if best is not None:
-            verify_lib.merge_adapter(args.model, args.out_dir / "selected", args.out_dir / "selected_merged")
-    plot_curves(args.out_dir, args.out_dir / "curves.png")
-    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}"
-          + (f"; the best held-out step, {best['step']}, in {args.out_dir / 'selected'}" if best else ""))
+    save_outputs(model, best, args)
 
 
 # ======================================================================================================================
@@ -325,25 +316,14 @@ class Rollout:
 
 def sample(model, tokenizer, server, examples, stop_ids: list[int], step, *, n: int, temperature: float,
            max_new_tokens: int, cache: str = "dynamic") -> Rollout:
-    """n answers to each example from the policy as it is now: HF generate here, or the --rollout-url server
-    (rollout_server.py gives it the live policy first). Sampling is softmax(logits / T) and nothing else."""
+    """n answers to each example from the policy as it is now: the --rollout-url server (rollout_server.py gives it
+    the live policy first) or HF generate here (appendix). Sampling is softmax(logits / T) and nothing else."""
     model.eval()
     if server is not None:
         return Rollout(**rollout_server.rollout(server, model, tokenizer, examples, stop_ids, step, n=n,
                                                 temperature=temperature, max_tokens=max_new_tokens))
-    chats = [ex.chat for ex in examples]
-    prompts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True, return_tensors="pt",
-                                            return_dict=True).to(model.device)
-    prompt_ids = prompts["input_ids"].repeat_interleave(n, dim=0)     # [N, P], N = B * n
-    prompt_mask = prompts["attention_mask"].repeat_interleave(n, dim=0)
-    with torch.no_grad():   # load_model dropped the model's sampling defaults: only T (greedy at 0) applies
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids, cache_implementation=cache,
-                             **verify_lib.sampling_kwargs(temperature))
-    completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
-    completion_mask, truncated = completion_mask_from(completion, stop_ids)   # [N, L], [N]
-    texts = [tokenizer.decode(row[:k], skip_special_tokens=True) for row, k in zip(completion, completion_mask.sum(1))]
-    return Rollout(out, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, truncated, texts)
+    return generate(model, tokenizer, examples, stop_ids, n=n, temperature=temperature,
+                    max_new_tokens=max_new_tokens, cache=cache)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group", eps: float = 1e-6,
@@ -372,37 +352,11 @@ def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "group"
     return torch.where(n >= 2, centred, 0.0).reshape(-1)              # [B*G]
 
 
-@dataclasses.dataclass(frozen=True)
-class UpdateSettings:
-    """The values one update needs, named as in the papers (the flags of the same names)."""
-    temperature: float = 1.0
-    beta: float = 1e-3                 # k3 KL coefficient; 0 skips the reference model
-    eps: float = 0.2                   # clip range below 1
-    eps_high: float = 0.2              # clip range above 1
-    loss_agg: str = "token_mean"
-    max_new_tokens: int = 48           # seq_sum_const's constant
-    num_iterations: int = 1            # mu, optimizer steps per rollout batch
-    micro_batch_size: int = 16
-    max_grad_norm: float = 1.0
-    tis_cap: float | None = None       # truncated importance sampling against a rollout server's log-probs
-    share_prompts: bool = True         # run each distinct prompt once (off with gradient checkpointing)
-
-    @classmethod
-    def of(cls, args) -> "UpdateSettings":
-        names = {f.name for f in dataclasses.fields(cls)} - {"share_prompts"}
-        return cls(**{k: getattr(args, k) for k in names}, share_prompts=not args.gradient_checkpointing)
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss or gradient norm that is NaN or infinite: the optimizer step is not taken."""
-
-
 def policy_update(model, optimizer, scheduler, rollout: Rollout, advantages: torch.Tensor, loss_mask: torch.Tensor,
                   s: UpdateSettings) -> dict:
-    """s.num_iterations optimizer steps on one rollout batch (advantages [N], loss_mask [N, L]: the answer tokens that
-    are trained). Reference log-probs (adapter off) and, for more than one iteration, the rollout policy's log-probs
-    are computed once, before the first step. A non-finite loss or gradient norm raises NonFiniteError before the
-    optimizer step, so no NaN reaches the weights, a checkpoint or the adapter."""
+    """s.num_iterations optimizer steps on one rollout batch (advantages [N]; loss_mask [N, L], the tokens trained).
+    Reference log-probs (adapter off) and, for several iterations, the rollout policy's are computed once, first. A
+    non-finite loss or gradient norm raises NonFiniteError before the step: no NaN reaches weights or checkpoints."""
     chunks = micro_batches(rollout.input_ids.shape[0], s.micro_batch_size)
     ref_logp, old_logp = [], []
     with torch.no_grad():
@@ -533,13 +487,39 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seq
     raise ValueError(f"unknown loss aggregation {mode!r}")
 
 
+# ======================================================================================================================
+# Appendix: a speed-up, data, model, judge, checkpoint selection, the run folder
+# ======================================================================================================================
+# ---- the update's settings and its failure ----
+@dataclasses.dataclass(frozen=True)
+class UpdateSettings:
+    """The values one update needs, named as in the papers (the flags of the same names)."""
+    temperature: float = 1.0
+    beta: float = 1e-3                 # k3 KL coefficient; 0 skips the reference model
+    eps: float = 0.2                   # clip range below 1
+    eps_high: float = 0.2              # clip range above 1
+    loss_agg: str = "token_mean"
+    max_new_tokens: int = 48           # seq_sum_const's constant
+    num_iterations: int = 1            # mu, optimizer steps per rollout batch
+    micro_batch_size: int = 16
+    max_grad_norm: float = 1.0
+    tis_cap: float | None = None       # truncated importance sampling against a rollout server's log-probs
+    share_prompts: bool = True         # run each distinct prompt once (off with gradient checkpointing)
+
+    @classmethod
+    def of(cls, args) -> "UpdateSettings":
+        names = {f.name for f in dataclasses.fields(cls)} - {"share_prompts"}
+        return cls(**{k: getattr(args, k) for k in names}, share_prompts=not args.gradient_checkpointing)
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient norm that is NaN or infinite: the optimizer step is not taken."""
+
+
 def micro_batches(n: int, size: int) -> list[slice]:
     return [slice(i, i + size) for i in range(0, n, size)]
 
 
-# ======================================================================================================================
-# Appendix: a speed-up, data, model, judge, checkpoint selection, the run folder
-# ======================================================================================================================
 def shared_prompt_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
     """sequence_logprobs, computed faster: the G answers of a group have the same prompt, so each distinct prompt runs
     once and its keys and values serve all of its answers (the same numbers, and the same gradient, as running every
@@ -562,7 +542,25 @@ def shared_prompt_logprobs(model, input_ids, attention_mask, n_prompt: int, temp
     return token_logprobs(logits, input_ids[:, n_prompt:], temperature)
 
 
-# ---- the answer's end in HF generate's output, and an engine correction ----
+# ---- rollouts with HF generate, and an engine correction ----
+def generate(model, tokenizer, examples, stop_ids: list[int], *, n: int, temperature: float, max_new_tokens: int,
+             cache: str = "dynamic") -> Rollout:
+    """sample() without a server: n answers to each example with HF generate, in this process."""
+    chats = [ex.chat for ex in examples]
+    prompts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True, return_tensors="pt",
+                                            return_dict=True).to(model.device)
+    prompt_ids = prompts["input_ids"].repeat_interleave(n, dim=0)     # [N, P], N = B * n
+    prompt_mask = prompts["attention_mask"].repeat_interleave(n, dim=0)
+    with torch.no_grad():   # load_model dropped the model's sampling defaults: only T (greedy at 0) applies
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_ids, cache_implementation=cache,
+                             **verify_lib.sampling_kwargs(temperature))
+    completion = out[:, prompt_ids.shape[1]:]                         # [N, L]
+    completion_mask, truncated = completion_mask_from(completion, stop_ids)   # [N, L], [N]
+    texts = [tokenizer.decode(row[:k], skip_special_tokens=True) for row, k in zip(completion, completion_mask.sum(1))]
+    return Rollout(out, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, truncated, texts)
+
+
 def completion_mask_from(completion: torch.Tensor, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Which answer tokens of HF generate's output are trained: everything up to and including the first stop id,
     nothing after it (padding, which may even reuse the EOS id). completion [N, L] -> (mask [N, L], truncated [N]: no
@@ -632,7 +630,8 @@ def build_policy(args):
     model, tokenizer = verify_lib.load_model(args.model, load_in_4bit=args.load_in_4bit)
     if args.init_adapter:
         if args.load_in_4bit:
-            sys.exit("04_grpo.py: --init-adapter cannot be merged into 4-bit weights; merge it first (02_sft.py --merge)")
+            sys.exit("04_grpo.py: --init-adapter cannot be merged into 4-bit weights; merge it first "
+                     "(02_sft.py --merge)")
         model = peft.PeftModel.from_pretrained(model, args.init_adapter).merge_and_unload()
     return verify_lib.add_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                                gradient_checkpointing=args.gradient_checkpointing), tokenizer
@@ -780,6 +779,18 @@ def log_step(out_dir: Path, row: dict, examples: list, texts: list[str], results
     tqdm.write(f"step {row['step']}: reward {row['reward_mean']:.3f} kl {row['kl']:.4f} len {row['length_mean']:.0f} "
                f"cut {row['truncated_share']:.2f} repeats {row['repeat_share']:.2f} "
                f"zero-var {row['zero_variance_groups']:.2f}")
+
+
+def save_outputs(model, best: dict | None, args) -> None:
+    """The run's end: the last adapter, with --merge the merged model(s), the curves, one line saying where."""
+    adapter = verify_lib.save_folder_atomically(args.out_dir / "adapter", model.save_pretrained)
+    if args.merge:                                  # a plain HF folder: 05_eval.py on a vLLM server, at full speed
+        verify_lib.merge_adapter(args.model, adapter, args.out_dir / "merged")
+        if best is not None:
+            verify_lib.merge_adapter(args.model, args.out_dir / "selected", args.out_dir / "selected_merged")
+    plot_curves(args.out_dir, args.out_dir / "curves.png")
+    print(f"adapter{', merged model' if args.merge else ''}, metrics and curves in {args.out_dir}"
+          + (f"; the best held-out step, {best['step']}, in {args.out_dir / 'selected'}" if best else ""))
 
 
 def claim_out_dir(args) -> None:

@@ -9,14 +9,14 @@ with the judge's contract beside it) and may stop there:
               -> Example, ExampleError, load_examples, parse_example, read_jsonl, read_responses
   2. Reward   the VerIF reward in its four modes, on the text after the last </think>, and the judge's contract:
               what it is asked, how its answer is read, how it fails
-              -> verif_reward, RewardResult, HardCheck, reward_summary, REWARD_MODES, final_answer,
-                 Verdict, judge_prompt, parse_verdict, JudgeError
+              -> verif_reward, RewardResult, HardCheck, REWARD_MODES, final_answer,
+                 Verdict, judge_prompt, parse_verdict, JudgeError; reward_summary (batch statistics, after them)
   3. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator, and the text
               counters they share (ifbench_lib.py, AllenAI's IFBench for evaluation, builds on them)
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics, Checker, checker_kwargs,
                  loose_variants, split_sentences, count_words, word_runs, word_tokenize
   3b. More kinds  the kit's own training constraints beyond IFEval's (none of them an IFBench test kind)
-              -> KIT_CHECKERS, RULE_CHECKERS, JUNK_PROOF, rule_follows
+              -> KIT_CHECKERS, RULE_CHECKERS, JUNK_PROOF, SHORT_ANSWER_CONSTRAINTS, rule_follows
   4. Judge    the HTTP side of the judge: the chat client (retries, concurrency) and the judge's cache
               -> ChatClient, Judge, Completion, checked_client
   5. Adapters the reward as verl and TRL call it, the rows they read, and the importers of other formats
@@ -78,7 +78,7 @@ __all__ = [
     "verif_reward", "RewardResult", "HardCheck", "reward_summary", "REWARD_MODES", "final_answer",
     "IFEVAL_CHECKERS", "ifeval_follows", "score_ifeval", "ifeval_metrics", "Checker", "checker_kwargs",
     "loose_variants", "split_sentences", "count_words", "word_runs", "word_tokenize",
-    "KIT_CHECKERS", "RULE_CHECKERS", "JUNK_PROOF", "rule_follows",
+    "KIT_CHECKERS", "RULE_CHECKERS", "JUNK_PROOF", "SHORT_ANSWER_CONSTRAINTS", "rule_follows",
     "ChatClient", "Judge", "Verdict", "Completion", "JudgeError", "judge_prompt", "parse_verdict", "checked_client",
     "compute_score", "compute_score_batch", "trl_reward_func", "verl_row", "trl_row",
     "run_code_checks", "CodeSandbox", "CodeCheckResult", "SandboxUnavailable", "WEAK_ISOLATION_ENV",
@@ -314,16 +314,8 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
     0.0
 
     In product mode the judge's verdict on "Be warm." multiplies h; without a judge it is skipped (counted as met).
-    allow_weak_isolation: whether code constraints may run without the sandbox's kernel layer (see CodeSandbox; None:
-    the VERIF_SANDBOX_ALLOW_WEAK_ISOLATION environment variable decides)."""
-    if mode not in REWARD_MODES:
-        raise ValueError(f"unknown reward mode {mode!r}; choose from {REWARD_MODES}")
-    if hard_reduce not in ("mean", "all"):
-        raise ValueError(f"hard_reduce must be 'mean' or 'all', got {hard_reduce!r}")
-    if mode == "judge_only" and judge is None:
-        raise ValueError("mode 'judge_only' needs a judge")
-    if len(examples) != len(responses):
-        raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
+    allow_weak_isolation: may code constraints run without the sandbox's kernel layer? (CodeSandbox's parameter)"""
+    _check_reward_call(examples, responses, judge, mode, hard_reduce)
     answers = [final_answer(r) for r in responses]
     hard = ([[] for _ in examples] if mode == "judge_only"
             else _hard_checks(examples, answers, code_timeout_s, instruction_literal, allow_weak_isolation))
@@ -367,26 +359,8 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
     return results
 
 
-def reward_summary(results: Sequence[RewardResult]) -> dict[str, float]:
-    """Batch statistics for logging: mean/std of the reward and its parts, judge calls asked/skipped/failed."""
-    scores = [r.score for r in results if r.score is not None]
-    mean = sum(scores) / len(scores) if scores else float("nan")
-    judged = [r.verdict.value for r in results if r.verdict is not None and r.verdict.value is not None]
-    return {
-        "reward_mean": mean,
-        "reward_std": (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5 if scores else float("nan"),
-        "hard_score_mean": sum(r.hard_score for r in results) / max(len(results), 1),
-        "judge_pass_rate": sum(judged) / len(judged) if judged else float("nan"),
-        "judge_asked": sum(r.verdict is not None for r in results),
-        "judge_failed": sum(r.verdict is not None and r.verdict.value is None for r in results),
-        "judge_skipped_hard_zero": sum(r.judge_skipped == "hard score is 0" for r in results),
-    }
-
-
-def _hard_checks(examples, answers, code_timeout_s, instruction_literal,
-                 allow_weak_isolation=None) -> list[list[HardCheck]]:
-    """Every hard constraint of every response: rule ones here (IFEval's and the kit's kinds, strict), code ones in
-    one sandboxed batch."""
+def _hard_checks(examples, answers, code_timeout_s, instruction_literal, allow_weak_isolation) -> list[list[HardCheck]]:
+    """Every hard constraint of every response: rule ones here (strict), code ones in one sandboxed batch."""
     checks: list[list[HardCheck | None]] = []
     code_items, code_slots = [], []
     for i, (ex, answer) in enumerate(zip(examples, answers)):
@@ -407,9 +381,7 @@ def _hard_checks(examples, answers, code_timeout_s, instruction_literal,
     return checks
 
 
-# ---- the judge's contract: what it is asked, how its answer is read, and its failure ----
-# The reward asks a Judge (section 4, the HTTP client) for one Verdict per response: what it asks and how the answer
-# is read are part of the reward's definition, so they are here.
+# ---- the judge's contract: what it is asked, how its answer is read, its failure (the HTTP client: section 4) ----
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
@@ -469,6 +441,34 @@ def _quote(text: str, tag: str) -> str:
     # The quoted text cannot close its own markers: "</response>" inside a response becomes "<\/response>".
     escaped = text.replace(f"</{tag}>", "<\\/" + tag + ">")
     return f"<{tag}>\n{escaped}\n</{tag}>"
+
+
+def _check_reward_call(examples, responses, judge, mode: str, hard_reduce: str) -> None:
+    if mode not in REWARD_MODES:
+        raise ValueError(f"unknown reward mode {mode!r}; choose from {REWARD_MODES}")
+    if hard_reduce not in ("mean", "all"):
+        raise ValueError(f"hard_reduce must be 'mean' or 'all', got {hard_reduce!r}")
+    if mode == "judge_only" and judge is None:
+        raise ValueError("mode 'judge_only' needs a judge")
+    if len(examples) != len(responses):
+        raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
+
+
+# ---- batch statistics of rewards, for the logs of 04 and 05 ----
+def reward_summary(results: Sequence[RewardResult]) -> dict[str, float]:
+    """Batch statistics for logging: mean/std of the reward and its parts, judge calls asked/skipped/failed."""
+    scores = [r.score for r in results if r.score is not None]
+    mean = sum(scores) / len(scores) if scores else float("nan")
+    judged = [r.verdict.value for r in results if r.verdict is not None and r.verdict.value is not None]
+    return {
+        "reward_mean": mean,
+        "reward_std": (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5 if scores else float("nan"),
+        "hard_score_mean": sum(r.hard_score for r in results) / max(len(results), 1),
+        "judge_pass_rate": sum(judged) / len(judged) if judged else float("nan"),
+        "judge_asked": sum(r.verdict is not None for r in results),
+        "judge_failed": sum(r.verdict is not None and r.verdict.value is None for r in results),
+        "judge_skipped_hard_zero": sum(r.judge_skipped == "hard score is 0" for r in results),
+    }
 
 
 # ======================================================================================================================
@@ -917,6 +917,19 @@ KIT_CHECKERS: dict[str, Checker] = {}
 RULE_CHECKERS: dict[str, Checker] = {}     # IFEval's 25 and the kit's own: every id a hard constraint may name
 JUNK_PROOF = ("verif:no_repeated_bigram", "verif:distinct_sentence_openers", "verif:numbered_list",
               "verif:line_count", "verif:markdown_headings")
+# Kinds a 48-token answer can satisfy: 04_grpo.py's cpu demo trains on prompts whose hard constraints are all of these
+# kinds (a title, keywords, counts of words, sentences or letters, case, commas, first and last words, no repeated
+# word pairs, ...), not on those that need a long or well-ended answer (an end phrase, closing quotes, JSON, bullet,
+# line or paragraph counts, a summary line), which a 135M model cut at 48 tokens never meets. The filter reads the
+# id, not its numbers: "at least 60 words" passes it too.
+SHORT_ANSWER_CONSTRAINTS = (
+    "detectable_format:title", "detectable_format:number_highlighted_sections", "detectable_content:postscript",
+    "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
+    "length_constraints:number_words", "length_constraints:number_sentences", "change_case:english_lowercase",
+    "change_case:capital_word_frequency", "punctuation:no_comma", "language:response_language",
+    "verif:first_word", "verif:last_word", "verif:no_repeated_bigram", "verif:distinct_sentence_openers",
+    "verif:max_sentence_words", "verif:min_sentence_words", "verif:keyword_order", "verif:letter_count",
+    "verif:hyphenated_words", "verif:comma_every_sentence")
 
 
 def rule_follows(instruction_id: str, kwargs: dict | None, response: str, *, prompt: str = "",
