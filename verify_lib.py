@@ -9,8 +9,9 @@ with the judge's contract beside it) and may stop there:
               -> Example, ExampleError, load_examples, parse_example, read_jsonl, read_responses
   2. Reward   the VerIF reward in its four modes, on the text after the last </think>, and the judge's contract:
               what it is asked, how its answer is read, how it fails
+              (and after them a batch's statistics for the logs)
               -> verif_reward, RewardResult, HardCheck, REWARD_MODES, final_answer,
-                 Verdict, judge_prompt, parse_verdict, JudgeError; reward_summary (batch statistics, after them)
+                 Verdict, judge_prompt, parse_verdict, JudgeError, reward_summary
   3. IFEval   the 25 IFEval instruction checkers in one registry, exact to Google's reference evaluator, and the text
               counters they share (ifbench_lib.py, AllenAI's IFBench for evaluation, builds on them)
               -> IFEVAL_CHECKERS, ifeval_follows, score_ifeval, ifeval_metrics, Checker, checker_kwargs,
@@ -32,7 +33,7 @@ with the judge's contract beside it) and may stop there:
   8. Sandbox internals: the seccomp filters, the worker processes and the code that runs inside them (section 7's
      machinery)
 
-Each section starts with its public API; private helpers (leading underscore) follow it.
+Each section starts with its public API; private helpers (leading underscore) follow what they serve.
 """
 from __future__ import annotations
 
@@ -314,7 +315,7 @@ def verif_reward(examples: Sequence[Example], responses: Sequence[str], judge: J
     0.0
 
     In product mode the judge's verdict on "Be warm." multiplies h; without a judge it is skipped (counted as met).
-    allow_weak_isolation: may code constraints run without the sandbox's kernel layer? (CodeSandbox's parameter)"""
+    allow_weak_isolation: code checks without the sandbox's kernel layer? (None: VERIF_SANDBOX_ALLOW_WEAK_ISOLATION)"""
     _check_reward_call(examples, responses, judge, mode, hard_reduce)
     answers = [final_answer(r) for r in responses]
     hard = ([[] for _ in examples] if mode == "judge_only"
