@@ -2381,9 +2381,11 @@ class _WorkerProcess:
             except OSError:
                 pass
 
-    def reap_group(self, timeout_s=2.0):
+    def reap_group(self, timeout_s=10.0):
         """Wait until no process of the killed group (the zygote, a forked check) runs any more, reaping those that
-        are ours: SIGKILL takes effect asynchronously, and close() promises that nothing is left. Orphans go to the
+        are ours: SIGKILL takes effect asynchronously (milliseconds; more on busy cores: with a 2 s wait, a test run
+        under load once found a sandbox process alive after its trainer had exited), and close() promises that
+        nothing is left. Orphans go to the
         nearest subreaper, which is this process when the trainer is one (prctl PR_SET_CHILD_SUBREAPER) and, in a
         container without an init, may be no process that reaps: their zombies would pile up against uid 65534's
         process limit. Zombies with another parent are that parent's to reap."""
