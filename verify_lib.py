@@ -2485,8 +2485,7 @@ def _worker_main(timeout_s, memory_mb, programs, strict, disabled, library_paths
     is False: the caller allowed weak isolation). `disabled`: Python-level layers switched off, for tests.
     `library_paths`: where the checker libraries outside the stdlib (_LIBRARY_MODULES) are installed. `helper_path`:
     the compiled prctl helper (_prctl_helper), or None. `item_bytes`: the largest item a forked check can be sent."""
-    runner = _CheckRunner(timeout_s, memory_mb, disabled, library_paths, helper_path)
-    runner.item_bytes = item_bytes
+    runner = _CheckRunner(timeout_s, memory_mb, disabled, library_paths, helper_path, item_bytes)
     problems = _confine_worker(runner, programs, disabled)
     if problems and strict:
         os.write(_FD["results"], ("U" + "; ".join(problems)).encode("utf-8", "replace")[:4000] + b"\n")
@@ -2583,7 +2582,7 @@ def _zygote_main(runner, programs, disabled):
 
 
 class _CheckRunner:
-    def __init__(self, timeout_s, memory_mb, disabled, library_paths, helper_path):
+    def __init__(self, timeout_s, memory_mb, disabled, library_paths, helper_path, item_bytes):
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
         # source digest -> (code, runs on the fast path, source if forked), or (None, "compile error: ...", None)
         self.cache = {}
@@ -2591,7 +2590,7 @@ class _CheckRunner:
         self.flags = [False, None, 0]
         self.retire = False         # set when the worker must stop after the current check
         self.memory_hard = 0        # the hard RLIMIT_AS (_limit_resources); 0: none
-        self.item_bytes = 0         # the largest item a forked check can be sent (_worker_main)
+        self.item_bytes = item_bytes  # the largest item a forked check can be sent (the zygote's buffer)
         self.screen = "screen" not in disabled
         for name in _CHECK_MODULES:
             __import__(name)
