@@ -60,11 +60,7 @@ def parse_args(argv=None):
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay (0: HF Trainer's default)")
     a("--max-grad-norm", type=float, default=1.0, help="gradient clipping (1.0: HF Trainer, verl)")
     a("--max-len", type=int, default=1024, help="tokens per chat; longer chats lose their right end")
-    a("--lora-r", type=int, default=16, help="LoRA rank (16), on all linear layers")
-    a("--lora-alpha", type=int, default=32, help="LoRA alpha (32: 2 x r)")
-    a("--lora-dropout", type=float, default=0.05, help="LoRA dropout (0.05)")
-    a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
-    a("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
+    verify_lib.lora_arguments(a, dropout=0.05, dropout_help="LoRA dropout")
     a("--eval-every", type=int, default=12, help="held-out loss every N steps, before the first and after the last")
     a("--limit", type=int, help="train on the first N chats only (quick runs)")
     a("--merge", action="store_true",

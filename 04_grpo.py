@@ -147,11 +147,8 @@ def add_plumbing_arguments(p: argparse.ArgumentParser) -> None:
     a("--model", type=verify_lib.model_arg, help="HF folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     a("--init-adapter", type=Path,
       help="an SFT LoRA adapter (02_sft.py), merged first: the KL reference is the SFT model")
-    a("--lora-r", type=int, default=16, help="LoRA rank, on all linear layers")
-    a("--lora-alpha", type=int, default=32, help="LoRA alpha (2 x r)")
-    a("--lora-dropout", type=float, default=0.0, help="0: the policy and the sampler are the same function")
-    a("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
-    a("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
+    verify_lib.lora_arguments(a, dropout=0.0, dropout_help="LoRA dropout; 0: the policy and the sampler are the same "
+                                                           "function")
     a("--micro-batch-size", type=int, default=16, help="sequences per forward/backward; the gradient is the same")
     a("--rollout-cache", choices=["dynamic", "static"], default="dynamic",
       help="KV cache of HF generate's rollouts: static preallocates it, and on a GPU transformers then compiles the "

@@ -27,7 +27,7 @@ with the judge's contract beside it) and may stop there:
               and what every stage's command line shares
               -> embedded_model_dir, model_arg, load_model, EMBEDDED_MODEL, sampling_kwargs, engine_sampling,
                  stop_token_ids, add_lora, merge_adapter, claim_run_dir, save_files_atomically, save_folder_atomically,
-                 quiet_libraries, HelpFormatter
+                 quiet_libraries, HelpFormatter, lora_arguments
   7. Sandbox  generated `check_following` code, run in worker processes that the kernel confines (seccomp-bpf)
               -> run_code_checks, CodeSandbox, CodeCheckResult, SandboxUnavailable, WEAK_ISOLATION_ENV
   8. Sandbox internals: the seccomp filters, the worker processes and the code that runs inside them (section 7's
@@ -85,7 +85,7 @@ __all__ = [
     "run_code_checks", "CodeSandbox", "CodeCheckResult", "SandboxUnavailable", "WEAK_ISOLATION_ENV",
     "embedded_model_dir", "model_arg", "load_model", "EMBEDDED_MODEL", "sampling_kwargs", "engine_sampling",
     "stop_token_ids", "add_lora", "merge_adapter", "claim_run_dir", "save_files_atomically", "save_folder_atomically",
-    "quiet_libraries", "HelpFormatter",
+    "quiet_libraries", "HelpFormatter", "lora_arguments",
 ]
 
 
@@ -1626,6 +1626,15 @@ def load_model(name: str | Path | None = None, *, dtype: Any = None, load_in_4bi
     model.generation_config = transformers.GenerationConfig(**{
         k: getattr(model.generation_config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
     return (model if load_in_4bit else model.to(device)), tokenizer
+
+
+def lora_arguments(add: Callable, *, dropout: float, dropout_help: str) -> None:
+    """The LoRA flags 02_sft.py and 04_grpo.py share (add: an argument group's add_argument); add_lora reads them."""
+    add("--lora-r", type=int, default=16, help="LoRA rank, on all linear layers")
+    add("--lora-alpha", type=int, default=32, help="LoRA alpha (2 x r)")
+    add("--lora-dropout", type=float, default=dropout, help=dropout_help)
+    add("--load-in-4bit", action="store_true", help="QLoRA: nf4 base weights (bitsandbytes)")
+    add("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
