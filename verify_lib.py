@@ -1629,7 +1629,8 @@ def load_model(name: str | Path | None = None, *, dtype: Any = None, load_in_4bi
 
 
 def lora_arguments(add: Callable, *, dropout: float, dropout_help: str) -> None:
-    """The LoRA flags 02_sft.py and 04_grpo.py share (add: an argument group's add_argument); add_lora reads them."""
+    """The LoRA and QLoRA flags 02_sft.py and 04_grpo.py share (add: an argument group's add_argument); each stage
+    gives its own dropout, and passes the values to add_lora and load_model."""
     add("--lora-r", type=int, default=16, help="LoRA rank, on all linear layers")
     add("--lora-alpha", type=int, default=32, help="LoRA alpha (2 x r)")
     add("--lora-dropout", type=float, default=dropout, help=dropout_help)
@@ -2394,10 +2395,9 @@ class _WorkerProcess:
         """Wait until no process of the killed group (the zygote, a forked check) runs any more, reaping those that
         are ours: SIGKILL takes effect asynchronously (milliseconds; more on busy cores: with a 2 s wait, a test run
         under load once found a sandbox process alive after its trainer had exited), and close() promises that
-        nothing is left. Orphans go to the
-        nearest subreaper, which is this process when the trainer is one (prctl PR_SET_CHILD_SUBREAPER) and, in a
-        container without an init, may be no process that reaps: their zombies would pile up against uid 65534's
-        process limit. Zombies with another parent are that parent's to reap."""
+        nothing is left. Orphans go to the nearest subreaper, which is this process when the trainer is one (prctl
+        PR_SET_CHILD_SUBREAPER) and, in a container without an init, may be no process that reaps: their zombies would
+        pile up against uid 65534's process limit. Zombies with another parent are that parent's to reap."""
         deadline = time.monotonic() + timeout_s
         while _reap_group_members(self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.005)
