@@ -11,19 +11,19 @@ order main() calls them — sample, group_advantages, policy_update and the loss
 plumbing (its flags: a section after parse_args, skipped on a first reading). What a run writes: the end of --help.
 
 Settings (`--setting`, any flag given explicitly wins):
-                      cpu (default)             heldout (CPU, ~70 min)    paper (VerIF, on GPUs)
-  steps               15                        32                        15 (set yours)
-  prompts per step    8                         8                         32
-  num generations G   8                         8                         16
-  max new tokens      48                        128                       4096
-  learning rate       5e-4 (LoRA)               5e-4 (LoRA)               1e-6 (VerIF trains all weights; LoRA
-                                                                          usually needs 10-100x more)
-  training prompts    8 (--max-prompts) with    all, in rotation,         all
-                      short-answer constraints  every constraint kind
-                      (--only-constraints)
-cpu: the reward rises on 8 prompts seen again and again (~12 min). heldout: the run measured on IFEval and IFBench,
-whose prompts it never sees (README "Does it work?", also on what more steps without a judge do).
-Always: T = 1.0, clip eps = 0.2, beta = 1e-3 (k3 KL in the loss), one update per rollout batch, token-mean loss.
+                      cpu (default)       heldout (CPU)       lasting (CPU)       paper (VerIF, GPUs)
+  steps               15                  32                  64                  15 (set yours)
+  prompts per step    8                   8                   8                   32
+  num generations G   8                   8                   8                   16
+  max new tokens      48                  128                 128                 4096
+  learning rate       5e-4 (LoRA)         5e-4 (LoRA)         5e-4 (LoRA)         1e-6 (all weights)
+  KL beta             1e-3                1e-3                0.01                1e-3
+  cut answer reward   none (scored)       none (scored)       0 (TULU 3)          none (scored)
+  select every        0 (off)             0 (off)             8 (held-out split)  0 (off)
+  training prompts    8 short-answer      all, in rotation    all, in rotation    all
+cpu (~12 min): the reward rises on 8 prompts seen again and again. heldout (~70 min): measured on IFEval and IFBench,
+which it never sees. lasting (~110 min): 64 steps with no collapse into forms, the best held-out step kept (README).
+Always: T = 1.0, clip eps = 0.2, k3 KL in the loss, one update per rollout batch, token-mean loss.
 """
 from __future__ import annotations
 
@@ -43,19 +43,21 @@ import verify_lib
 
 HERE = Path(__file__).resolve().parent          # default paths are beside this script, from any working directory
 
-SETTINGS = {"cpu": {"steps": 15, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 48, "lr": 5e-4,
-                    "only_constraints": verify_lib.SHORT_ANSWER_CONSTRAINTS, "max_prompts": 8},
-            "heldout": {"steps": 32, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,
-                        "only_constraints": (), "max_prompts": 0},
-            "paper": {"steps": 15, "prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096, "lr": 1e-6,
-                      "only_constraints": (), "max_prompts": 0}}
+_HELDOUT = {"steps": 32, "prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 128, "lr": 5e-4,
+            "only_constraints": (), "max_prompts": 0, "beta": 1e-3, "truncated_reward": None, "select_every": 0}
+SETTINGS = {"cpu": {**_HELDOUT, "steps": 15, "max_new_tokens": 48, "max_prompts": 8,
+                    "only_constraints": verify_lib.SHORT_ANSWER_CONSTRAINTS},
+            "heldout": _HELDOUT,
+            "lasting": {**_HELDOUT, "steps": 64, "beta": 0.01, "truncated_reward": 0.0, "select_every": 8},
+            "paper": {**_HELDOUT, "steps": 15, "prompts_per_step": 32, "num_generations": 16, "max_new_tokens": 4096,
+                      "lr": 1e-6}}
 
 
 # ---- arguments: the method's flags here; the plumbing's (data, optimizer, model, judge, rollouts, run) below ----
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, epilog=OUTPUTS, formatter_class=verify_lib.HelpFormatter)
     p.add_argument("--setting", choices=SETTINGS, default="cpu",
-                   help="sizes for unset flags: the cpu demo, the heldout run or the paper's (see above)")
+                   help="values for unset flags: the cpu demo, the heldout or lasting run, or the paper's (see above)")
 
     a = p.add_argument_group("the method: GRPO on the VerIF reward").add_argument
     a("--steps", type=int, help=f"optimizer steps, one per rollout batch ({by_setting('steps')})")
@@ -63,9 +65,8 @@ def parse_args(argv=None):
     a("--num-generations", type=int, help=f"G, samples per prompt ({by_setting('num_generations')}: VerIF)")
     a("--max-new-tokens", type=int, help=f"answer length limit ({by_setting('max_new_tokens')}: VerIF)")
     a("--temperature", type=float, default=1.0, help="sampling temperature T, also used for log-probs (1.0: VerIF)")
-    a("--lr", type=float, help=f"AdamW learning rate ({by_setting('lr')}; VerIF's 1e-6 is for full fine-tuning, "
-                               "LoRA needs more)")
-    a("--beta", type=float, default=1e-3, help="k3 KL coefficient in the loss (1e-3: VerIF); 0 skips the reference")
+    a("--lr", type=float, help=f"AdamW learning rate ({by_setting('lr')}; VerIF's 1e-6 trains all weights)")
+    a("--beta", type=float, help=f"k3 KL coefficient in the loss ({by_setting('beta')}); 0 skips the reference")
     a("--eps", type=float, default=0.2, help="clip range epsilon_low (0.2: VerIF, PPO)")
     a("--eps-high", type=float, help="clip range epsilon_high (default: --eps; DAPO uses 0.28)")
     a("--adv-norm", choices=["group", "none"], default="group",
@@ -81,22 +82,21 @@ def parse_args(argv=None):
            "(the released VerIF code's mean_func, which pays nothing for one junk string that meets some forms)")
     a("--mask-truncated", action="store_true", help="leave answers cut at --max-new-tokens out of the loss (DAPO)")
     a("--truncated-reward", type=float, metavar="R",
-      help="the reward of an answer cut at --max-new-tokens, whatever its checks say: TULU 3 (arXiv 2411.15124) "
-           "penalises answers that never emit an end token, DAPO (arXiv 2503.14476) shapes overlong ones; e.g. 0 or "
-           "-1 (default: none, cut answers are scored like the others)")
+      help="the reward of an answer cut at --max-new-tokens, whatever its checks say (lasting 0; others none: scored "
+           "like the rest): TULU 3 (arXiv 2411.15124) penalises answers with no end token, DAPO (2503.14476) too")
 
     add_plumbing_arguments(p)
     args = p.parse_args(argv)
-    for name, value in SETTINGS[args.setting].items():
+    if args.truncated_reward is not None and args.mask_truncated:
+        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
+    for name, value in SETTINGS[args.setting].items():                 # --mask-truncated replaces lasting's 0
         if getattr(args, name) is None:
-            setattr(args, name, value)
+            setattr(args, name, None if name == "truncated_reward" and args.mask_truncated else value)
     args.eps_high = args.eps if args.eps_high is None else args.eps_high
     if args.num_generations < 2:
         p.error(f"--num-generations {args.num_generations}: GRPO compares the answers of a group, it needs at least 2")
     if args.reward_mode == "judge_only" and not args.judge_url:
         p.error("--reward-mode judge_only: the judge gives the whole reward, it needs --judge-url")
-    if args.truncated_reward is not None and args.mask_truncated:
-        p.error("--truncated-reward and --mask-truncated are two treatments of the same answers: choose one")
     check_plumbing_arguments(p, args)
     return args
 
@@ -130,11 +130,11 @@ def add_plumbing_arguments(p: argparse.ArgumentParser) -> None:
     a("--max-prompts", type=int, metavar="N",
       help="train on N prompts drawn with --seed (cpu: 8, the same 8 at every step, so the curve shows the policy "
            "learning them rather than the luck of the draw; paper: 0, all)")
-    a("--select-every", type=int, default=0, metavar="N",
+    a("--select-every", type=int, metavar="N",
       help="every N steps (and before the first, the base) the policy answers --select-data greedily (through "
            "--rollout-url when given) and the run keeps the best by its hard pass rate in <out-dir>/selected, next to "
            "the last (TULU 3 chooses checkpoints on held-out evaluation; never on IFEval or IFBench, which are the "
-           "tests); 0: off")
+           "tests); 0: off (lasting: 8; the other settings: 0)")
     a("--select-data", type=Path, default=HERE / "data/verif_eval.jsonl",
       help="held-out examples for --select-every (01_build_data.py's eval split)")
 

@@ -400,16 +400,18 @@ def test_judge_only_without_a_judge_is_refused_before_anything_loads(capsys):
 
 
 def test_the_docstring_settings_table_is_settings():
-    """Each number of the docstring's table (steps, prompts, G, new tokens, learning rate) equals SETTINGS'."""
+    """Each number of the docstring's table (steps, prompts, G, new tokens, learning rate, KL, the reward of a cut
+    answer, selection) equals SETTINGS'."""
     rows = {"steps": "steps", "prompts per step": "prompts_per_step", "num generations G": "num_generations",
-            "max new tokens": "max_new_tokens", "learning rate": "lr"}
+            "max new tokens": "max_new_tokens", "learning rate": "lr", "KL beta": "beta",
+            "cut answer reward": "truncated_reward", "select every": "select_every"}
     header = next(line for line in grpo.__doc__.splitlines() if line.strip().startswith("cpu (default)"))
     settings = [column.split()[0] for column in re.split(r"\s{2,}", header.strip())]
     assert settings == list(grpo.SETTINGS)
     for line in grpo.__doc__.splitlines():
         label, *columns = re.split(r"\s{2,}", line.strip())
         if label in rows:
-            values = [float(column.split()[0]) for column in columns]
+            values = [None if column.startswith("none") else float(column.split()[0]) for column in columns]
             assert values == [grpo.SETTINGS[name][rows[label]] for name in settings], label
             rows.pop(label)
     assert not rows                                                  # every row was found
@@ -463,6 +465,21 @@ def test_the_heldout_setting_trains_on_every_prompt_and_constraint_kind_at_128_t
     assert (args.only_constraints, args.max_prompts) == ((), 0)
     assert grpo.parse_args(["--setting", "heldout", "--steps", "3"]).steps == 3
     assert grpo.parse_args([]).steps == 15
+
+
+def test_the_lasting_setting_is_run_e_and_explicit_flags_win():
+    """--setting lasting is docs/lasting's run E: 64 steps, beta 0.01, cut answers paid 0, selection every 8 steps;
+    a flag given explicitly wins, --mask-truncated included (it replaces the setting's reward for cut answers)."""
+    args = grpo.parse_args(["--setting", "lasting"])
+    assert (args.steps, args.max_new_tokens, args.beta, args.truncated_reward) == (64, 128, 0.01, 0.0)
+    assert args.select_every == 8
+    assert (args.mask_truncated, args.only_constraints, args.data.name) == (False, (), "verif_train.jsonl")
+    args = grpo.parse_args(["--setting", "lasting", "--mask-truncated", "--beta", "0.05", "--select-every", "0"])
+    assert (args.mask_truncated, args.truncated_reward, args.beta, args.select_every) == (True, None, 0.05, 0)
+    assert grpo.parse_args(["--setting", "lasting", "--truncated-reward", "-1"]).truncated_reward == -1
+    for setting in ("cpu", "heldout", "paper"):
+        args = grpo.parse_args(["--setting", setting])
+        assert (args.beta, args.truncated_reward, args.select_every) == (1e-3, None, 0), setting
 
 
 def test_the_cpu_setting_trains_only_on_short_answer_constraints(tiny_model_dir, tmp_path, capsys):
