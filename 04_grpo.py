@@ -21,8 +21,8 @@ Settings (`--setting`, any flag given explicitly wins):
   cut answer reward   none (scored)       none (scored)       0 (TULU 3)          none (scored)
   select every        0 (off)             0 (off)             8 (held-out split)  0 (off)
   training prompts    8 short-answer      all, in rotation    all, in rotation    all
-cpu (~12 min): the reward rises on 8 prompts seen again and again. heldout (~70 min): measured on IFEval and IFBench,
-which it never sees. lasting (~110 min): 64 steps with no collapse into forms, the best held-out step kept (README).
+cpu (~12 min): the reward rises on 8 prompts seen again and again. heldout (~70 min on a rollout server): IFEval and
+IFBench measure it. lasting (~110 min there): 64 steps without loops or cut answers, the best held-out step kept.
 Always: T = 1.0, clip eps = 0.2, k3 KL in the loss, one update per rollout batch, token-mean loss.
 """
 from __future__ import annotations
@@ -802,12 +802,27 @@ def start_or_resume(model, optimizer, scheduler, n_examples: int, args) -> tuple
     """(last step done, data_state, best held-out measurement or None): a fresh run writes its config and empty logs;
     --resume restores the checkpoint."""
     if args.resume:
+        warn_changed_flags(args)
         return load_checkpoint(model, optimizer, scheduler, args.out_dir)
     order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(args.seed)).tolist()
     for log in ("metrics.jsonl", "samples.jsonl") + (("selection.jsonl",) if args.select_every else ()):
         (args.out_dir / log).write_text("")
     (args.out_dir / "config.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     return 0, {"epoch": 0, "position": 0, "order": order}, None
+
+
+def warn_changed_flags(args) -> None:
+    """--resume goes on under the flags given now: name those that differ from the run's config.json (a run of
+    --setting lasting resumed without it would go on at beta 1e-3 and without selection)."""
+    try:
+        saved = json.loads((args.out_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    changed = [f"--{name.replace('_', '-')} {value} (the run: {saved[name]})" for name, value in vars(args).items()
+               if name not in ("resume", "overwrite") and name in saved and str(value) != saved[name]]
+    if changed:
+        print("04_grpo.py: --resume with flags other than the run's (config.json): " + "; ".join(changed),
+              file=sys.stderr)
 
 
 def save_checkpoint(model, optimizer, scheduler, step, data_state, out_dir: Path, best: dict | None = None) -> None:

@@ -378,6 +378,19 @@ def test_selection_keeps_the_best_held_out_step_and_its_adapter_measures_as_logg
     assert (again["prompt_level"], again["instruction_level"]) == (chosen["prompt_level"], chosen["instruction_level"])
 
 
+def test_a_resume_names_the_flags_that_differ_from_the_run(tiny_model_dir, train_file, tmp_path, capsys):
+    run(tiny_model_dir, train_file, tmp_path, "--steps", "1", "--setting", "lasting", "--select-every", "0")
+    capsys.readouterr()
+    run(tiny_model_dir, train_file, tmp_path, "--steps", "2", "--resume")          # --setting lasting forgotten
+    err = capsys.readouterr().err
+    assert "--resume with flags other than the run's" in err
+    assert "--beta 0.001 (the run: 0.01)" in err and "--truncated-reward None (the run: 0.0)" in err
+    assert "--steps 2 (the run: 1)" in err and "--resume" not in err.split("config.json):")[1]
+    run(tiny_model_dir, train_file, tmp_path, "--steps", "3", "--setting", "lasting", "--select-every", "0",
+        "--resume")
+    assert "--beta" not in capsys.readouterr().err                     # the same flags: only --steps is named
+
+
 def test_selection_survives_a_resume(tiny_model_dir, train_file, tmp_path):
     flags = ("--select-every", "1", "--select-data", str(train_file))
     straight = run(tiny_model_dir, train_file, tmp_path / "a", "--steps", "4", *flags)
