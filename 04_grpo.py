@@ -177,7 +177,8 @@ def add_plumbing_arguments(p: argparse.ArgumentParser) -> None:
     a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
                                                "run is refused)")
     a("--log-samples", type=int, default=2, help="completions per step written to samples.jsonl")
-    a("--seed", type=int, default=0, help="LoRA init, the prompt order and the sampling")
+    a("--seed", type=int, default=0, help="LoRA init, the prompt order and HF generate's sampling (a rollout server "
+                                          "samples from its own seed, vLLM's --seed, 0 unless set)")
 
 
 def check_plumbing_arguments(p: argparse.ArgumentParser, args) -> None:
