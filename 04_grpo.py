@@ -134,7 +134,7 @@ def add_plumbing_arguments(p: argparse.ArgumentParser) -> None:
       help="every N steps (and before the first, the base) the policy answers --select-data greedily (through "
            "--rollout-url when given) and the run keeps the best by its hard pass rate in <out-dir>/selected, next to "
            "the last (TULU 3 chooses checkpoints on held-out evaluation; never on IFEval or IFBench, which are the "
-           "tests); 0: off (lasting: 8; the other settings: 0)")
+           f"tests); 0: off ({by_setting('select_every')})")
     a("--select-data", type=Path, default=HERE / "data/verif_eval.jsonl",
       help="held-out examples for --select-every (01_build_data.py's eval split)")
 
