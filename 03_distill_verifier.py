@@ -78,7 +78,12 @@ def parse_args(argv=None):
     a("--overwrite", action="store_true", help="replace what --out-dir holds (default: a folder that holds another "
                                                "run is refused)")
     a("--seed", type=int, default=0, help="the student's training (passed to 02_sft.py)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag, least in (("limit", 0), ("max_steps", 0), ("bench_constraints", 0), ("epochs", 1), ("batch_size", 1),
+                        ("max_len", 1), ("max_new_tokens", 1), ("eval_batch_size", 1), ("teacher_max_tokens", 1)):
+        if getattr(args, flag) < least:   # at once, not after the labels are paid for (--limit -3 would drop 3 rows)
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least {least}")
+    return args
 
 
 # ---- heavy imports, after the arguments: --help and a bad flag answer at once, before torch loads (seconds) ----

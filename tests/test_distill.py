@@ -131,6 +131,14 @@ def test_label_train_evaluate_export_end_to_end(tiny_model_dir, tiny_splits, tmp
     assert not (out / "sft" / "merged").exists()
 
 
+@pytest.mark.parametrize("flags", [["--limit", "-3"], ["--bench-constraints", "-1"], ["--epochs", "0"],
+                                   ["--max-new-tokens", "0"]])
+def test_a_count_out_of_range_is_refused_before_any_work(flags, capsys):
+    with pytest.raises(SystemExit):
+        distill.parse_args(flags)
+    assert f"{flags[0]} {flags[1]}: must be at least" in capsys.readouterr().err
+
+
 def test_missing_data_says_how_to_make_it(tmp_path):
     with pytest.raises(SystemExit, match="01_build_data.py"):
         distill.main(["--data", str(tmp_path / "none.jsonl"), "--out-dir", str(tmp_path / "out")])

@@ -244,6 +244,16 @@ def test_adapters_are_merged_in_training_order(tmp_path, tiny_model_dir):
         eval05.parse_args(command + ["--backend", "vllm"])
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "0"], "--limit 0: must be at least 1"), (["--max-new-tokens", "-1"], "--max-new-tokens -1: must be"),
+    (["--batch-size", "0"], "--batch-size 0: must be"), (["--top-p", "0"], "0 < top-p <= 1"),
+    (["--temperature", "nan"], "need temperature >= 0")])
+def test_a_number_out_of_range_is_refused_before_anything_loads(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        eval05.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
 def test_a_rerun_with_other_generation_settings_is_refused(tmp_path, tiny_model_dir):
     run = ["--model", str(tiny_model_dir), "--limit", "1", "--max-new-tokens", "3", "--run-dir", str(tmp_path / "run"),
            "--tasks", "ifeval"]

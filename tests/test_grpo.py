@@ -54,6 +54,18 @@ def test_one_answer_per_prompt_is_refused_at_the_command_line(capsys):
     assert "at least 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "-1"], "--steps -1: must be at least 1"),
+    (["--save-every", "0"], "--save-every 0: must be at least 1"),
+    (["--max-prompts", "-5"], "--max-prompts -5: must be at least 0"),
+    (["--beta", "nan"], "--beta nan: must be at least 0"),
+    (["--lr=-1e-6"], "--lr -1e-06: must be above 0"), (["--temperature", "0"], "--temperature 0.0: must be above 0")])
+def test_a_number_out_of_range_is_refused_at_the_command_line(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        grpo.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
 def test_dr_grpo_advantage_is_not_divided_by_the_std():
     adv = grpo.group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), group_size=4, norm="none")
     assert torch.allclose(adv, torch.tensor([0.75, -0.25, -0.25, -0.25]))
