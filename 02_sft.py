@@ -69,9 +69,8 @@ def parse_args(argv=None):
                                                "run is refused)")
     a("--seed", type=int, default=0, help="LoRA init, dropout and the order of the chats")
     args = p.parse_args(argv)
-    for flag in ("epochs", "batch_size", "grad_accum", "eval_every", "max_len", "lora_r"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    verify_lib.check_numbers(p, args, dict.fromkeys(("epochs", "batch_size", "grad_accum", "eval_every", "max_len",
+                                                     "lora_r"), 1))
     return args
 
 

@@ -79,10 +79,9 @@ def parse_args(argv=None):
                                                "run is refused)")
     a("--seed", type=int, default=0, help="the student's training (passed to 02_sft.py)")
     args = p.parse_args(argv)
-    for flag, least in (("limit", 0), ("max_steps", 0), ("bench_constraints", 0), ("epochs", 1), ("batch_size", 1),
-                        ("max_len", 1), ("max_new_tokens", 1), ("eval_batch_size", 1), ("teacher_max_tokens", 1)):
-        if getattr(args, flag) < least:   # at once, not after the labels are paid for (--limit -3 would drop 3 rows)
-            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least {least}")
+    verify_lib.check_numbers(p, args, {     # at once, not after the labels are paid for (--limit -3 drops 3 rows)
+        "limit": 0, "max_steps": 0, "bench_constraints": 0, "epochs": 1, "batch_size": 1, "max_len": 1,
+        "max_new_tokens": 1, "eval_batch_size": 1, "teacher_max_tokens": 1}, positive=("lr",))
     return args
 
 

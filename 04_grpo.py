@@ -181,20 +181,12 @@ def add_plumbing_arguments(p: argparse.ArgumentParser) -> None:
                                           "samples from its own seed, vLLM's --seed, 0 unless set)")
 
 
-# the least value of each number flag (a count of 0 where 0 means "all" or "off"); > 0 where only a positive fits
-LEAST = {"steps": 1, "prompts_per_step": 1, "max_new_tokens": 1, "num_iterations": 1, "micro_batch_size": 1,
-         "save_every": 1, "judge_max_tokens": 1, "lora_r": 1, "max_prompts": 0, "warmup_steps": 0, "log_samples": 0,
-         "beta": 0, "weight_decay": 0, "lora_dropout": 0, "judge_max_failure_share": 0}
-POSITIVE = ("temperature", "lr", "eps", "eps_high", "max_grad_norm", "lora_alpha")
-
-
 def check_plumbing_arguments(p: argparse.ArgumentParser, args) -> None:
-    for name, least in LEAST.items():
-        if getattr(args, name) is not None and not getattr(args, name) >= least:   # NaN too
-            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least {least}")
-    for name in POSITIVE:
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be above 0")
+    verify_lib.check_numbers(p, args, {
+        "steps": 1, "prompts_per_step": 1, "max_new_tokens": 1, "num_iterations": 1, "micro_batch_size": 1,
+        "save_every": 1, "judge_max_tokens": 1, "lora_r": 1, "max_prompts": 0, "warmup_steps": 0, "log_samples": 0,
+        "beta": 0, "weight_decay": 0, "lora_dropout": 0, "judge_max_failure_share": 0},
+        positive=("temperature", "lr", "eps", "eps_high", "max_grad_norm", "lora_alpha"))
     if args.tis_cap is not None and not args.rollout_url:
         p.error("--tis-cap corrects for an engine's sampling: it needs --rollout-url")
     if args.select_every < 0:

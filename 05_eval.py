@@ -166,11 +166,10 @@ def parse_args(argv=None):
         p.error("--judge-bench measures the judge at --judge-url: give one (scripts/serve_judge.sh serves a model)")
     if args.judge_bench == []:
         args.judge_bench = list(BENCH_PARTS)
-    for flag in ("limit", "max_new_tokens", "batch_size", "judge_max_tokens", "bootstrap"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
-    if not (args.temperature >= 0 and 0 < args.top_p <= 1):
-        p.error(f"--temperature {args.temperature} --top-p {args.top_p}: need temperature >= 0 and 0 < top-p <= 1")
+    verify_lib.check_numbers(p, args, {"limit": 1, "max_new_tokens": 1, "batch_size": 1, "judge_max_tokens": 1,
+                                       "bootstrap": 1, "temperature": 0}, positive=("top_p",))
+    if args.top_p > 1:
+        p.error(f"--top-p {args.top_p}: must be at most 1")
     if args.server_url and (args.backend != "hf" or args.adapter):
         p.error("--server-url generates on the server: --backend and --adapter belong to the server's own setup")
     if args.backend == "vllm" and len(args.adapter) > 1:

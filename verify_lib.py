@@ -1638,6 +1638,17 @@ def lora_arguments(add: Callable, *, dropout: float, dropout_help: str) -> None:
     add("--gradient-checkpointing", action="store_true", help="recompute activations in the backward: less memory")
 
 
+def check_numbers(p: argparse.ArgumentParser, args, least: dict[str, float], positive: tuple[str, ...] = ()) -> None:
+    """Refuse, naming the flag, a number flag below its least value (`least`: a count of 0 where 0 means "all" or
+    "off") or not above 0 (`positive`); NaN fails both. Flags left unset (None) pass."""
+    for name, low in least.items():
+        if getattr(args, name) is not None and not getattr(args, name) >= low:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least {low}")
+    for name in positive:
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be above 0")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The stages' --help: the module docstring as written, and each flag's default shown after its help, unless the
     help already states it (a flag off by default, or one whose help says "default")."""

@@ -246,8 +246,8 @@ def test_adapters_are_merged_in_training_order(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("flags, message", [
     (["--limit", "0"], "--limit 0: must be at least 1"), (["--max-new-tokens", "-1"], "--max-new-tokens -1: must be"),
-    (["--batch-size", "0"], "--batch-size 0: must be"), (["--top-p", "0"], "0 < top-p <= 1"),
-    (["--temperature", "nan"], "need temperature >= 0")])
+    (["--batch-size", "0"], "--batch-size 0: must be"), (["--top-p", "0"], "--top-p 0.0: must be above 0"),
+    (["--top-p", "1.5"], "--top-p 1.5: must be at most 1"), (["--temperature", "nan"], "--temperature nan: must be")])
 def test_a_number_out_of_range_is_refused_before_anything_loads(flags, message, capsys):
     with pytest.raises(SystemExit):
         eval05.parse_args(flags)
